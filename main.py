@@ -1,0 +1,18 @@
+"""Cloud Run function entry point: adapt the CloudEvent, hand it to the worker, ack or retry.
+
+Returning acknowledges the Pub/Sub message; an exception (a transient failure) answers 500 and Pub/Sub
+redelivers. Importing this module creates no client and makes no network call.
+"""
+
+from __future__ import annotations
+
+import functions_framework
+from cloudevents.http.event import CloudEvent
+
+from worker.entry import handle_cloud_event
+
+
+@functions_framework.cloud_event
+def handle_series_request(cloud_event: CloudEvent) -> None:
+    extensions = {"traceparent": cloud_event.get("traceparent")}
+    handle_cloud_event(cloud_event.data, str(cloud_event["id"]), extensions)

@@ -1,0 +1,68 @@
+"""The worker's errors, and the one rule that turns a failure into "acknowledge" or "redeliver".
+
+    WorkerError
+    ├── PermanentError   the request can never succeed as sent: publish a failed event, then acknowledge
+    │                    (Pub/Sub must not redeliver a poison message forever). Carries a stable `code`.
+    └── RetryableError   a transient fault (429, 5xx, timeouts, dropped connections, a failed publish):
+                         raise to functions-framework, which answers 500, and Pub/Sub redelivers.
+
+Each external system's module translates its library's exceptions into these at its boundary, so the
+handlers never see `requests` or `google.api_core` errors. Messages carry UIDs and counts only, never
+DICOM attribute values: they end up in events and logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+
+class Code(StrEnum):
+    """Stable codes of failed completion events (README lists them; subscribers may filter on them)."""
+
+    INVALID_MESSAGE = "invalid_message"  # not UTF-8 JSON, or not an object, or too large
+    INVALID_REQUEST = "invalid_request"  # well-formed JSON with wrong or missing fields
+    SERIES_NOT_FOUND = "series_not_found"  # the series has no instances (retrieve, archive)
+    DESTINATION_MISSING = "destination_missing"  # no destination in the request and no DEFAULT_DESTINATION
+    DESTINATION_NOT_ALLOWED = "destination_not_allowed"  # outside ALLOWED_BUCKETS
+    DESTINATION_REFUSED = "destination_refused"  # Cloud Storage refused the write (no bucket, no permission)
+    DESTINATION_CONFLICT = "destination_conflict"  # an object differs from the source: never overwritten
+    STORE_NOT_ALLOWED = "store_not_allowed"  # outside ALLOWED_DICOM_STORES
+    DELETE_DISABLED = "delete_disabled"  # delete or archive without DELETE_ENABLED=true
+    DELETE_NOT_SUPPORTED = "delete_not_supported"  # the DICOMweb server refuses DELETE (405, 501)
+    DELETE_FAILED = "delete_failed"  # the delete operation finished with an error
+    VERIFICATION_FAILED = "verification_failed"  # archive: the copy does not match the source
+    SEARCH_INCOMPLETE = "search_incomplete"  # the server's paging cannot return the whole series
+    SOURCE_REFUSED = "source_refused"  # the DICOMweb server refused the request (400, 403, 406, ...)
+    RETRIES_EXHAUSTED = "retries_exhausted"  # transient failures on the last delivery attempt
+    RESULT_TOO_LARGE = "result_too_large"  # a result does not fit an event and has nowhere to go
+
+
+class WorkerError(Exception):
+    """Root of every error the worker raises on purpose."""
+
+
+class PermanentError(WorkerError):
+    """The request cannot succeed as sent: report it in a failed event and acknowledge the message."""
+
+    def __init__(self, code: Code, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = dict(details or {})
+
+    def as_event_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": str(self.code), "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return error
+
+
+class RetryableError(WorkerError):
+    """A transient failure: raise it so that Pub/Sub redelivers the message."""
+
+
+def invalid(message: str, **details: Any) -> PermanentError:
+    """Shorthand for the most common permanent error, a request with a bad field."""
+    return PermanentError(Code.INVALID_REQUEST, message, details or None)

@@ -1,0 +1,353 @@
+"""Action `retrieve`: copy a series into Cloud Storage byte for byte, streaming, concurrent, idempotent.
+
+Objects are named `{prefix}/{study}/{series}/{sop}.dcm` (the layout of the Healthcare API's export,
+which `dicomStores.import` reads back). Each is written create-only; an object this worker already
+wrote for the same instance and transfer syntax counts as done (it was checked end to end when it was
+written); any other existing object is compared with the source's bytes, and one that differs is never
+overwritten. So a redelivered or continued request finishes without duplicates, holes or re-uploads.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+from google.api_core import exceptions as api_exceptions
+from google.api_core import retry as api_retry
+
+from worker.app import HandedOn, Job, Outcome
+from worker.dicomweb import SourceGone
+from worker.errors import Code, PermanentError, RetryableError
+from worker.models import GcsLocation, Instance
+from worker.multipart import Part, content_type_params
+from worker.part10 import peek_file_meta
+from worker.request import Mode
+from worker.search import find_instances, series_folder
+from worker.storage import ObjectExists, StoredObject, crc32c_base64
+
+log = logging.getLogger(__name__)
+
+WRITER = "dicom-series-worker"
+MANIFEST_NAME = "manifest.json"  # not *.dcm: a `**.dcm` import of the prefix leaves it out
+METADATA_NAME = "metadata.json"
+INSTANCE_RETRY_SLACK_SECONDS = 30.0
+
+
+class InstanceGone(RetryableError):
+    """An instance found by the search is gone (404): not worth retrying now; a redelivery searches again."""
+
+
+@dataclass(frozen=True)
+class Copied:
+    """One instance safely in the bucket: the manifest entry."""
+
+    sop_uid: str
+    sop_class_uid: str | None
+    object_name: str
+    size: int
+    crc32c: str
+    transfer_syntax: str | None
+    uploaded: bool
+
+    def as_manifest(self) -> dict[str, Any]:
+        return {
+            "sopInstanceUID": self.sop_uid,
+            "sopClassUID": self.sop_class_uid,
+            "object": self.object_name,
+            "size": self.size,
+            "crc32c": self.crc32c,
+            "transferSyntaxUID": self.transfer_syntax,
+        }
+
+
+class SeriesCopy:
+    """Copies the instances of one series under one destination, for one job."""
+
+    def __init__(self, job: Job, destination: GcsLocation) -> None:
+        self.job = job
+        self.destination = destination
+        self.transfer_syntax = job.request.options.transfer_syntax
+        self.folder = destination.object_name(*series_folder(job.request.series))
+
+    def object_name(self, sop_uid: str) -> str:
+        return f"{self.folder}/{sop_uid}.dcm"
+
+    def metadata(self, instance: Instance, transfer_syntax: str | None) -> dict[str, str]:
+        store = self.job.request.series.store
+        return {
+            "writer": WRITER,
+            "studyInstanceUID": instance.study_uid,
+            "seriesInstanceUID": instance.series_uid,
+            "sopInstanceUID": instance.sop_uid,
+            "sopClassUID": instance.sop_class_uid or "",
+            "transferSyntaxUID": transfer_syntax or "",
+            "requestedTransferSyntax": self.transfer_syntax,
+            "sourceStore": store.name if store is not None else "dicomweb",
+        }
+
+    # -- one instance ------------------------------------------------------------------------------
+
+    def copy_instance(self, instance: Instance) -> Copied:
+        """Copy one instance (RetrieveInstance), retrying a broken transfer within the deadline."""
+        existing = self.job.storage.stat(self.destination.bucket, self.object_name(instance.sop_uid))
+        if existing is not None:
+            return self.settle_existing(existing, instance, None)
+        retrying = api_retry.Retry(
+            predicate=lambda error: isinstance(error, RetryableError) and not isinstance(error, InstanceGone),
+            initial=0.5,
+            maximum=8.0,
+            multiplier=2.0,
+            timeout=max(self.job.remaining() + INSTANCE_RETRY_SLACK_SECONDS, 1.0),
+            on_error=lambda error: log.warning(
+                "instance transfer failed, retrying",
+                extra={"sopInstanceUID": instance.sop_uid, "reason": str(error)},
+            ),
+        )
+        try:
+            copied: Copied = retrying(self._transfer_instance)(instance)
+        except api_exceptions.RetryError as error:  # the retry budget ran out
+            raise RetryableError(f"instance {instance.sop_uid} failed: {error}") from None
+        return copied
+
+    def _transfer_instance(self, instance: Instance) -> Copied:
+        try:
+            with self.job.dicomweb.retrieve_instance(
+                self.job.request.series, instance.sop_uid, self.transfer_syntax
+            ) as part:
+                return self.store_part(instance, part.headers, part.iter_chunks())
+        except SourceGone:
+            raise InstanceGone(f"instance {instance.sop_uid} is no longer in the source (404)") from None
+
+    def store_part(self, instance: Instance, headers: Mapping[str, str], body: Iterator[bytes]) -> Copied:
+        """Upload one streamed part as the instance's object, create-only."""
+        meta, chunks = peek_file_meta(body)
+        if meta is not None and meta.sop_instance_uid and meta.sop_instance_uid != instance.sop_uid:
+            raise RetryableError(f"the server sent another instance than {instance.sop_uid}")
+        transfer_syntax = content_type_params(headers.get("content-type", "")).get("transfer-syntax")
+        if transfer_syntax in (None, "*") and meta is not None:
+            transfer_syntax = meta.transfer_syntax_uid
+        name = self.object_name(instance.sop_uid)
+        try:
+            stored = self.job.storage.upload(
+                self.destination.bucket, name, chunks, metadata=self.metadata(instance, transfer_syntax)
+            )
+        except ObjectExists:
+            existing = self.job.storage.stat(self.destination.bucket, name)
+            if existing is None:
+                raise RetryableError(f"object {name} was there and then was not") from None
+            return self.settle_existing(existing, instance, None)
+        return Copied(
+            instance.sop_uid,
+            instance.sop_class_uid,
+            name,
+            stored.size,
+            stored.crc32c,
+            transfer_syntax,
+            uploaded=True,
+        )
+
+    def settle_existing(
+        self, existing: StoredObject, instance: Instance, source: Iterator[bytes] | None
+    ) -> Copied:
+        """An object is already there: done if it is ours for this instance, else compared with the source."""
+        mine = (
+            existing.metadata.get("writer") == WRITER
+            and existing.metadata.get("sopInstanceUID") == instance.sop_uid
+            and existing.metadata.get("requestedTransferSyntax") == self.transfer_syntax
+        )
+        if not mine:
+            size, crc32c = self._measure(instance) if source is None else _measure(source)
+            if (size, crc32c) != (existing.size, existing.crc32c):
+                raise PermanentError(
+                    Code.DESTINATION_CONFLICT,
+                    f"object {existing.name} exists and differs from source instance {instance.sop_uid};"
+                    " it was not overwritten",
+                    {"object": existing.uri},
+                )
+        return Copied(
+            instance.sop_uid,
+            instance.sop_class_uid,
+            existing.name,
+            existing.size,
+            existing.crc32c,
+            existing.metadata.get("transferSyntaxUID") or None,
+            uploaded=False,
+        )
+
+    def _measure(self, instance: Instance) -> tuple[int, str]:
+        try:
+            with self.job.dicomweb.retrieve_instance(
+                self.job.request.series, instance.sop_uid, self.transfer_syntax
+            ) as part:
+                return _measure(part.iter_chunks())
+        except SourceGone:
+            raise InstanceGone(f"instance {instance.sop_uid} is no longer in the source (404)") from None
+
+    # -- the whole series ----------------------------------------------------------------------------
+
+    def copy_all(self, instances: list[Instance]) -> dict[str, Copied] | HandedOn:
+        done: dict[str, Copied] = {}
+        if self.job.request.options.mode is Mode.SERIES:
+            try:
+                self._copy_series_stream(instances, done)
+            except RetryableError as error:
+                log.warning(
+                    "series retrieve broke off; going on instance by instance",
+                    extra={"reason": str(error), "copied": len(done)},
+                )
+        pending = [instance for instance in instances if instance.sop_uid not in done]
+        handed = self._copy_concurrently(pending, done)
+        return handed or done
+
+    def _copy_series_stream(self, instances: list[Instance], done: dict[str, Copied]) -> None:
+        """One RetrieveSeries request; each part is named from its file meta header and streamed on."""
+        wanted = {instance.sop_uid: instance for instance in instances}
+        try:
+            with self.job.dicomweb.retrieve_series(self.job.request.series, self.transfer_syntax) as parts:
+                for part in parts:
+                    if self.job.remaining() <= 0:
+                        return
+                    meta, chunks = peek_file_meta(part.iter_chunks())
+                    instance = wanted.get(meta.sop_instance_uid or "") if meta is not None else None
+                    if instance is None or instance.sop_uid in done:
+                        continue  # added after the search, or not Part 10: the next search sees it
+                    done[instance.sop_uid] = self._store_streamed(instance, part, chunks)
+        except SourceGone:
+            raise PermanentError(Code.SERIES_NOT_FOUND, "the series is not found (404)") from None
+
+    def _store_streamed(self, instance: Instance, part: Part, chunks: Iterator[bytes]) -> Copied:
+        existing = self.job.storage.stat(self.destination.bucket, self.object_name(instance.sop_uid))
+        if existing is not None:
+            return self.settle_existing(existing, instance, chunks)
+        return self.store_part(instance, part.headers, chunks)
+
+    def _copy_concurrently(self, pending: list[Instance], done: dict[str, Copied]) -> HandedOn | None:
+        """RetrieveInstance for each, CONCURRENCY at a time; stop starting new ones at the deadline."""
+        if not pending:
+            return None
+        queue = iter(pending)
+        running: set[Future[Copied]] = set()
+        with ThreadPoolExecutor(self.job.settings.concurrency, thread_name_prefix="copy") as pool:
+            try:
+                while True:
+                    while len(running) < self.job.settings.concurrency and self.job.remaining() > 0:
+                        instance = next(queue, None)
+                        if instance is None:
+                            break
+                        context = contextvars.copy_context()
+                        running.add(pool.submit(context.run, self.copy_instance, instance))
+                    if not running:
+                        break
+                    finished, running = wait(running, return_when=FIRST_EXCEPTION, timeout=1.0)
+                    for future in finished:
+                        copied = future.result()
+                        done[copied.sop_uid] = copied
+            finally:
+                for future in running:
+                    future.cancel()
+        left = len(pending) - sum(1 for instance in pending if instance.sop_uid in done)
+        if left:
+            return self.job.hand_on("deadline")
+        return None
+
+
+def _measure(chunks: Iterator[bytes]) -> tuple[int, str]:
+    checksum = google_crc32c.Checksum()
+    size = 0
+    for chunk in chunks:
+        checksum.update(chunk)
+        size += len(chunk)
+    return size, crc32c_base64(checksum)
+
+
+def manifest(job: Job, copy: SeriesCopy, copied: list[Copied]) -> dict[str, Any]:
+    """Deterministic (no timestamps), so every delivery of the same request writes the same manifest."""
+    store = job.request.series.store
+    return {
+        "manifestVersion": "1",
+        "series": job.request.series.source,
+        "sourceStore": store.name if store is not None else "dicomweb",
+        "studyInstanceUID": job.request.series.study_uid,
+        "seriesInstanceUID": job.request.series.series_uid,
+        "destination": copy.destination.uri(copy.folder),
+        "requestedTransferSyntax": copy.transfer_syntax,
+        "instanceCount": len(copied),
+        "bytes": sum(item.size for item in copied),
+        "instances": [item.as_manifest() for item in sorted(copied, key=lambda item: item.sop_uid)],
+    }
+
+
+def copy_series(job: Job) -> tuple[SeriesCopy, dict[str, Any], list[Copied]] | HandedOn:
+    """Copy the whole series and write its manifest; the shared first half of retrieve and archive."""
+    destination = job.destination()
+    instances = find_instances(job)
+    if not instances:
+        raise PermanentError(Code.SERIES_NOT_FOUND, "the series has no instances in the source")
+    copy = SeriesCopy(job, destination)
+    done = copy.copy_all(instances)
+    if isinstance(done, HandedOn):
+        return done
+    copied = [done[instance.sop_uid] for instance in instances]
+    body = manifest(job, copy, copied)
+    stored = job.storage.write_json(destination.bucket, f"{copy.folder}/{MANIFEST_NAME}", body)
+    result: dict[str, Any] = {
+        "instanceCount": len(copied),
+        "bytes": body["bytes"],
+        "destination": body["destination"],
+        "manifestUri": stored.uri,
+        "uploadedCount": sum(1 for item in copied if item.uploaded),
+        "skippedCount": sum(1 for item in copied if not item.uploaded),
+    }
+    if job.request.options.include_metadata:
+        result["metadataUri"] = _write_metadata(job, copy)
+    return copy, result, copied
+
+
+def _write_metadata(job: Job, copy: SeriesCopy) -> str:
+    name = f"{copy.folder}/{METADATA_NAME}"
+    try:
+        stored = job.storage.upload(
+            copy.destination.bucket,
+            name,
+            job.dicomweb.metadata(job.request.series),
+            metadata={"writer": WRITER, "seriesInstanceUID": job.request.series.series_uid},
+            content_type="application/dicom+json",
+        )
+    except ObjectExists:
+        return copy.destination.uri(name)
+    except SourceGone:
+        raise PermanentError(Code.SERIES_NOT_FOUND, "the series' metadata is not found (404)") from None
+    return stored.uri
+
+
+def retrieve(job: Job) -> Outcome:
+    if job.request.instance_uid is not None:
+        return _retrieve_one(job, job.request.instance_uid)
+    copied = copy_series(job)
+    if isinstance(copied, HandedOn):
+        return copied
+    return copied[1]
+
+
+def _retrieve_one(job: Job, sop_uid: str) -> Outcome:
+    """A store notification: copy the one instance it names into the same layout."""
+    copy = SeriesCopy(job, job.destination())
+    series = job.request.series
+    instance = Instance(series.study_uid, series.series_uid, sop_uid)
+    try:
+        copied = copy.copy_instance(instance)
+    except InstanceGone:
+        raise PermanentError(Code.SERIES_NOT_FOUND, f"instance {sop_uid} is not in the source") from None
+    return {
+        "instanceCount": 1,
+        "bytes": copied.size,
+        "destination": copy.destination.uri(copy.folder),
+        "objectUri": copy.destination.uri(copied.object_name),
+        "uploadedCount": int(copied.uploaded),
+        "skippedCount": int(not copied.uploaded),
+    }

@@ -1,0 +1,197 @@
+"""Settings, read once from the environment and validated; a bad value names its variable."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+from worker.errors import PermanentError
+from worker.models import GcsLocation
+
+_E = TypeVar("_E", bound=StrEnum)
+_TOPIC = re.compile(r"projects/[a-z0-9.:-]+/topics/[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed: the deployment is wrong, not the message."""
+
+
+class Auth(StrEnum):
+    GOOGLE = "google"  # Application Default Credentials (the Healthcare API, or any Google-fronted server)
+    NONE = "none"  # a local or unauthenticated server
+    BASIC = "basic"  # HTTP basic: DICOMWEB_USERNAME and DICOMWEB_PASSWORD or DICOMWEB_PASSWORD_FILE
+    BEARER = "bearer"  # DICOMWEB_TOKEN or DICOMWEB_TOKEN_FILE
+
+
+@dataclass(frozen=True)
+class Settings:
+    healthcare_api_url: str = "https://healthcare.googleapis.com/v1"
+    dicomweb_url: str | None = None
+    dicomweb_auth: Auth = Auth.GOOGLE
+    dicomweb_username: str | None = None
+    dicomweb_secret: str | None = None  # basic password or bearer token; never logged
+    completion_topic: str | None = None
+    request_topic: str | None = None
+    default_destination: GcsLocation | None = None
+    allowed_buckets: tuple[GcsLocation, ...] = ()
+    allowed_dicom_stores: tuple[str, ...] = ()
+    delete_enabled: bool = False
+    concurrency: int = 16
+    deadline_seconds: float = 480.0
+    search_page_size: int = 5000
+    event_inline_bytes: int = 9_000_000
+    http_timeout_seconds: float = 60.0
+    retry_total: int = 5
+
+    def __repr__(self) -> str:
+        secret = "***" if self.dicomweb_secret else None
+        return f"Settings(dicomweb_url={self.dicomweb_url!r}, auth={self.dicomweb_auth}, secret={secret})"
+
+    @property
+    def dicomweb_root_is_healthcare(self) -> bool:
+        return self.dicomweb_url is None
+
+    def destination_allowed(self, destination: GcsLocation) -> bool:
+        """ALLOWED_BUCKETS, or when unset, only the bucket of DEFAULT_DESTINATION; nothing without either."""
+        allowed = self.allowed_buckets
+        if not allowed and self.default_destination is not None:
+            allowed = (GcsLocation(self.default_destination.bucket, ""),)
+        return any(destination.within(entry) for entry in allowed)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        dicomweb_url = get("DICOMWEB_URL")
+        auth = _enum(Auth, "DICOMWEB_AUTH", get("DICOMWEB_AUTH") or "google")
+        username = get("DICOMWEB_USERNAME")
+        secret = None
+        if auth is Auth.BASIC:
+            if username is None:
+                raise SettingsError("DICOMWEB_USERNAME is required with DICOMWEB_AUTH=basic")
+            secret = _secret(env, "DICOMWEB_PASSWORD")
+        elif auth is Auth.BEARER:
+            secret = _secret(env, "DICOMWEB_TOKEN")
+        return cls(
+            healthcare_api_url=_url(
+                "HEALTHCARE_API_URL", get("HEALTHCARE_API_URL") or cls.healthcare_api_url
+            ),
+            dicomweb_url=_url("DICOMWEB_URL", dicomweb_url) if dicomweb_url else None,
+            dicomweb_auth=auth,
+            dicomweb_username=username,
+            dicomweb_secret=secret,
+            completion_topic=_topic("COMPLETION_TOPIC", get("COMPLETION_TOPIC")),
+            request_topic=_topic("REQUEST_TOPIC", get("REQUEST_TOPIC")),
+            default_destination=_location("DEFAULT_DESTINATION", get("DEFAULT_DESTINATION")),
+            allowed_buckets=tuple(_allowed_bucket(item) for item in _list(get("ALLOWED_BUCKETS"))),
+            allowed_dicom_stores=tuple(_list(get("ALLOWED_DICOM_STORES"))),
+            delete_enabled=_bool("DELETE_ENABLED", get("DELETE_ENABLED") or "false"),
+            concurrency=_int("CONCURRENCY", get("CONCURRENCY"), cls.concurrency, 1, 64),
+            deadline_seconds=_float(
+                "DEADLINE_SECONDS", get("DEADLINE_SECONDS"), cls.deadline_seconds, 1, 3600
+            ),
+            search_page_size=_int(
+                "SEARCH_PAGE_SIZE", get("SEARCH_PAGE_SIZE"), cls.search_page_size, 1, 50_000
+            ),
+            event_inline_bytes=_int(
+                "EVENT_INLINE_BYTES", get("EVENT_INLINE_BYTES"), cls.event_inline_bytes, 1024, 9_500_000
+            ),
+            http_timeout_seconds=_float(
+                "HTTP_TIMEOUT_SECONDS", get("HTTP_TIMEOUT_SECONDS"), cls.http_timeout_seconds, 1, 600
+            ),
+            retry_total=_int("RETRY_TOTAL", get("RETRY_TOTAL"), cls.retry_total, 0, 20),
+        )
+
+
+def _list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def _url(name: str, value: str) -> str:
+    if not re.fullmatch(r"https?://[A-Za-z0-9.\[\]:-]+(/[A-Za-z0-9._~%/+-]*)?", value):
+        raise SettingsError(f"{name} must be an http(s) URL without query or fragment")
+    return value.rstrip("/")
+
+
+def _topic(name: str, value: str | None) -> str | None:
+    if value is not None and not _TOPIC.fullmatch(value):
+        raise SettingsError(f"{name} must be a full topic path, projects/{{project}}/topics/{{topic}}")
+    return value
+
+
+def _location(name: str, value: str | None) -> GcsLocation | None:
+    if value is None:
+        return None
+    try:
+        return GcsLocation.parse(value)
+    except PermanentError as error:
+        raise SettingsError(f"{name}: {error.message}") from None
+
+
+def _allowed_bucket(item: str) -> GcsLocation:
+    """An ALLOWED_BUCKETS entry: `bucket`, `bucket/prefix` or `gs://bucket/prefix`."""
+    location = _location("ALLOWED_BUCKETS", item if item.startswith("gs://") else f"gs://{item}")
+    assert location is not None
+    return location
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise SettingsError(f"{name} must be true or false")
+
+
+def _int(name: str, value: str | None, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer") from None
+    if not low <= number <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}")
+    return number
+
+
+def _float(name: str, value: str | None, default: float, low: float, high: float) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number") from None
+    if not low <= number <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}")
+    return number
+
+
+def _enum(kind: type[_E], name: str, value: str) -> _E:
+    try:
+        return kind(value.lower())
+    except ValueError:
+        raise SettingsError(f"{name} must be one of {', '.join(m.value for m in kind)}") from None
+
+
+def _secret(env: Mapping[str, str], name: str) -> str:
+    """A secret from NAME, or from the file NAME_FILE (a mounted Secret Manager secret)."""
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError:
+            raise SettingsError(f"{name}_FILE cannot be read") from None
+    raise SettingsError(f"{name} or {name}_FILE is required")

@@ -1,0 +1,237 @@
+"""The Cloud Storage boundary: create-only streaming uploads with end-to-end CRC32C, and object stats.
+
+Writes are create-only (`if_generation_match=0`), so the library's own retry is safe and nothing is
+ever overwritten. An object of up to SMALL_OBJECT_BYTES goes in one multipart request whose CRC32C the
+server checks; a larger one streams as a resumable upload in RESUMABLE_CHUNK_BYTES chunks, the CRC32C
+computed as it streams and compared with the server's on completion (the library deletes a corrupt
+object). Memory per upload is bounded by the larger of the two sizes, whatever the object's size.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+
+from worker.errors import Code, PermanentError, RetryableError
+from worker.models import GcsLocation
+
+SMALL_OBJECT_BYTES = 8 * 1024 * 1024
+RESUMABLE_CHUNK_BYTES = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
+DICOM_CONTENT_TYPE = "application/dicom"
+
+
+class ObjectExists(Exception):
+    """A create-only write met an existing object (another delivery may have written it)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What Cloud Storage says of one object; crc32c is base64 of the big-endian value, as GCS gives it."""
+
+    bucket: str
+    name: str
+    size: int
+    crc32c: str
+    generation: int
+    metadata: Mapping[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"gs://{self.bucket}/{self.name}"
+
+
+def crc32c_base64(checksum: google_crc32c.Checksum) -> str:
+    return base64.b64encode(checksum.digest()).decode("ascii")
+
+
+class ChecksummingReader(io.RawIOBase):
+    """A read-only, non-seekable file over byte chunks that counts and checksums what is read."""
+
+    def __init__(self, chunks: Iterator[bytes], head: bytes = b"") -> None:
+        self._chunks = chunks
+        self._pending = memoryview(head)
+        self._position = 0
+        self._checksum = google_crc32c.Checksum()
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        count = min(len(buffer), len(self._pending))
+        piece = self._pending[:count]
+        buffer[:count] = piece
+        self._checksum.update(piece)
+        self._pending = self._pending[count:]
+        self._position += count
+        return count
+
+    def read_up_to(self, limit: int) -> bytes:
+        """Up to `limit` bytes, fewer only at the end of the stream."""
+        parts = []
+        remaining = limit
+        while remaining:
+            piece = self.read(remaining)
+            if not piece:
+                break
+            parts.append(piece)
+            remaining -= len(piece)
+        return b"".join(parts)
+
+    @property
+    def size(self) -> int:
+        return self._position
+
+    @property
+    def crc32c(self) -> str:
+        return crc32c_base64(self._checksum)
+
+
+class Storage:
+    def __init__(self, client: storage.Client) -> None:
+        self._client = client
+
+    def stat(self, bucket: str, name: str) -> StoredObject | None:
+        try:
+            blob = self._client.bucket(bucket).get_blob(name)
+        except Exception as error:
+            raise _translate(error, "reading object metadata") from None
+        return _stored(blob) if blob is not None else None
+
+    def list(self, location: GcsLocation) -> Iterator[StoredObject]:
+        prefix = location.prefix + "/" if location.prefix else ""
+        try:
+            for blob in self._client.list_blobs(location.bucket, prefix=prefix):
+                yield _stored(blob)
+        except Exception as error:
+            raise _translate(error, "listing objects") from None
+
+    def upload(
+        self,
+        bucket: str,
+        name: str,
+        chunks: Iterator[bytes],
+        *,
+        metadata: Mapping[str, str],
+        content_type: str = DICOM_CONTENT_TYPE,
+    ) -> StoredObject:
+        """Create `name` from the chunks, create-only; raises ObjectExists if it is already there."""
+        reader = ChecksummingReader(chunks)
+        head = reader.read_up_to(SMALL_OBJECT_BYTES + 1)
+        blob = self._client.bucket(bucket).blob(name, chunk_size=RESUMABLE_CHUNK_BYTES)
+        blob.metadata = dict(metadata)
+        try:
+            if len(head) <= SMALL_OBJECT_BYTES:
+                blob.upload_from_string(
+                    head, content_type=content_type, if_generation_match=0, checksum="crc32c"
+                )
+            else:
+                stream = ChecksummingReader(_prepend(head, reader))
+                blob.upload_from_file(
+                    stream, content_type=content_type, if_generation_match=0, checksum="crc32c"
+                )
+        except api_exceptions.PreconditionFailed:
+            raise ObjectExists(name) from None
+        except (RetryableError, PermanentError):
+            raise
+        except Exception as error:
+            raise _translate(error, "uploading an object") from None
+        stored = _stored(blob)
+        if stored.size != reader.size or stored.crc32c != reader.crc32c:
+            self.delete(bucket, name, generation=stored.generation)
+            raise RetryableError(f"object {name} does not match the bytes sent; deleted it to retry")
+        return stored
+
+    def write_json(self, bucket: str, name: str, body: Any) -> StoredObject:
+        """Write a small JSON document; an existing one with the same content is kept as it is."""
+        data = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8")
+        checksum = google_crc32c.Checksum(data)
+        existing = self.stat(bucket, name)
+        if existing is not None and existing.crc32c == crc32c_base64(checksum) and existing.size == len(data):
+            return existing
+        blob = self._client.bucket(bucket).blob(name)
+        generation = existing.generation if existing is not None else 0
+        try:
+            blob.upload_from_string(
+                data, content_type="application/json", if_generation_match=generation, checksum="crc32c"
+            )
+        except api_exceptions.PreconditionFailed:
+            raise RetryableError(f"{name} changed while it was written") from None
+        except Exception as error:
+            raise _translate(error, "writing a JSON object") from None
+        return _stored(blob)
+
+    def read_json(self, bucket: str, name: str) -> Any:
+        try:
+            return json.loads(self._client.bucket(bucket).blob(name).download_as_bytes())
+        except api_exceptions.NotFound:
+            return None
+        except ValueError:
+            return None
+        except Exception as error:
+            raise _translate(error, "reading a JSON object") from None
+
+    def delete(self, bucket: str, name: str, *, generation: int) -> None:
+        try:
+            self._client.bucket(bucket).blob(name).delete(if_generation_match=generation)
+        except (api_exceptions.NotFound, api_exceptions.PreconditionFailed):
+            return
+        except Exception as error:
+            raise _translate(error, "deleting an object") from None
+
+
+def _prepend(head: bytes, reader: ChecksummingReader) -> Iterator[bytes]:
+    yield head
+    while True:
+        chunk = reader.read(RESUMABLE_CHUNK_BYTES)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _stored(blob: storage.Blob) -> StoredObject:
+    return StoredObject(
+        bucket=blob.bucket.name,
+        name=blob.name,
+        size=int(blob.size or 0),
+        crc32c=blob.crc32c or "",
+        generation=int(blob.generation or 0),
+        metadata=dict(blob.metadata or {}),
+    )
+
+
+def _translate(error: Exception, doing: str) -> Exception:
+    """Cloud Storage errors as worker errors: a refused bucket is permanent, the rest is retried."""
+    if isinstance(error, api_exceptions.Forbidden | api_exceptions.NotFound | api_exceptions.BadRequest):
+        return PermanentError(
+            Code.DESTINATION_REFUSED, f"Cloud Storage refused {doing} ({type(error).__name__})"
+        )
+    if isinstance(
+        error,
+        api_exceptions.GoogleAPICallError
+        | api_exceptions.RetryError
+        | requests.RequestException
+        | DataCorruption
+        | InvalidResponse
+        | ConnectionError
+        | TimeoutError,
+    ):
+        return RetryableError(f"Cloud Storage failed {doing} ({type(error).__name__})")
+    return error
