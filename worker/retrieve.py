@@ -68,8 +68,9 @@ class Copied:
 class SeriesCopy:
     """Copies the instances of one series under one destination, for one job."""
 
-    def __init__(self, job: Job, destination: GcsLocation) -> None:
+    def __init__(self, job: Job, destination: GcsLocation, *, verify_sources: bool = False) -> None:
         self.job = job
+        self.verify_sources = verify_sources  # archive: compare every existing object with the source
         self.destination = destination
         self.transfer_syntax = job.request.options.transfer_syntax
         self.folder = destination.object_name(*series_folder(job.request.series))
@@ -160,7 +161,7 @@ class SeriesCopy:
             and existing.metadata.get("sopInstanceUID") == instance.sop_uid
             and existing.metadata.get("requestedTransferSyntax") == self.transfer_syntax
         )
-        if not mine:
+        if not mine or self.verify_sources:
             size, crc32c = self._measure(instance) if source is None else _measure(source)
             if (size, crc32c) != (existing.size, existing.crc32c):
                 raise PermanentError(
@@ -282,13 +283,15 @@ def manifest(job: Job, copy: SeriesCopy, copied: list[Copied]) -> dict[str, Any]
     }
 
 
-def copy_series(job: Job) -> tuple[SeriesCopy, dict[str, Any], list[Copied]] | HandedOn:
+def copy_series(
+    job: Job, *, verify_sources: bool = False
+) -> tuple[SeriesCopy, dict[str, Any], list[Copied]] | HandedOn:
     """Copy the whole series and write its manifest; the shared first half of retrieve and archive."""
     destination = job.destination()
     instances = find_instances(job)
     if not instances:
         raise PermanentError(Code.SERIES_NOT_FOUND, "the series has no instances in the source")
-    copy = SeriesCopy(job, destination)
+    copy = SeriesCopy(job, destination, verify_sources=verify_sources)
     done = copy.copy_all(instances)
     if isinstance(done, HandedOn):
         return done

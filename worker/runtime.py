@@ -11,10 +11,11 @@ from worker.storage import Storage
 
 
 def actions() -> dict[Action, ActionFunction]:
+    from worker.delete import archive, delete
     from worker.retrieve import retrieve
     from worker.search import search
 
-    return {Action.SEARCH: search, Action.RETRIEVE: retrieve}
+    return {Action.SEARCH: search, Action.RETRIEVE: retrieve, Action.DELETE: delete, Action.ARCHIVE: archive}
 
 
 def storage_client(settings: Settings) -> Storage:
