@@ -51,6 +51,11 @@ class Job:
     publisher: Publisher
     deadline: float
     clock: Callable[[], float] = time.monotonic
+    progress: Callable[[int, int], None] | None = None  # (instances, bytes) copied, for the operator CLI
+
+    def report(self, instances: int, size: int) -> None:
+        if self.progress is not None:
+            self.progress(instances, size)
 
     def remaining(self) -> float:
         return self.deadline - self.clock()
@@ -101,7 +106,9 @@ class Worker:
         *,
         last_attempt: int = LAST_ATTEMPT_DEFAULT,
         clock: Callable[[], float] = time.monotonic,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
+        self.progress = progress
         self.settings = settings
         self.dicomweb = dicomweb
         self.storage = storage
@@ -131,7 +138,16 @@ class Worker:
             request_id_var.reset(token)
 
     def _run(self, request: SeriesRequest, message: Message, deadline: float) -> CompletionEvent | None:
-        job = Job(request, self.settings, self.dicomweb, self.storage, self.publisher, deadline, self._clock)
+        job = Job(
+            request,
+            self.settings,
+            self.dicomweb,
+            self.storage,
+            self.publisher,
+            deadline,
+            self._clock,
+            self.progress,
+        )
         log.info(
             "request started",
             extra={

@@ -64,16 +64,16 @@ def _wait(job: Job, name: str, result: dict[str, Any]) -> Outcome:
         return operation
 
     budget = job.remaining() - POLL_MARGIN_SECONDS
+    if budget <= 0:
+        return job.hand_on("no time left to wait on the operation", operation=name)
+    polling = api_retry.Retry(
+        predicate=api_retry.if_exception_type(_NotDone),
+        initial=0.5,
+        maximum=10.0,
+        multiplier=1.5,
+        timeout=budget,
+    )
     try:
-        if budget <= 0:
-            raise api_exceptions.RetryError("no time left", None)
-        polling = api_retry.Retry(
-            predicate=api_retry.if_exception_type(_NotDone),
-            initial=0.5,
-            maximum=10.0,
-            multiplier=1.5,
-            timeout=budget,
-        )
         operation = polling(poll)()
     except (api_exceptions.RetryError, _NotDone):
         return job.hand_on("operation still running", operation=name)

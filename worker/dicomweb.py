@@ -12,20 +12,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from worker.errors import Code, PermanentError, RetryableError
-from worker.models import Instance, SeriesRef
+from worker.models import DicomStore, Instance, SeriesRef
 from worker.multipart import MultipartError, Part, boundary_from_content_type, iter_parts
 from worker.settings import Auth, Settings
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 HEALTHCARE_SCOPES = ("https://www.googleapis.com/auth/cloud-healthcare",)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -130,39 +131,69 @@ class DicomWebClient:
     # -- search ---------------------------------------------------------------------------------
 
     def search_instances(self, series: SeriesRef, page_size: int) -> list[Instance]:
-        """Every instance of the series, paged by offset with an explicit limit on every page.
-
-        Stops at an empty page. A page that brings nothing new means the server ignores `offset`: that is
-        harmless after a short page (everything came in it) and an error after a full one.
-        """
+        """Every instance of the series (QIDO-RS SearchForInstances), paged to the end."""
         url = f"{self.root(series)}/{series.dicomweb_path}/instances"
-        found: dict[str, Instance] = {}
+        params = {"includefield": [_SOP_CLASS, _INSTANCE_NUMBER]}
+
+        def parse(item: object) -> tuple[str, Instance] | None:
+            instance = _instance_from_json(item, series)
+            return (instance.sop_uid, instance) if instance is not None else None
+
+        return self._search_all(url, params, page_size, parse)
+
+    def search_series(
+        self, store: DicomStore | None, study_uid: str | None, filters: Mapping[str, str], page_size: int
+    ) -> list[SeriesRef]:
+        """Every series of a store, or of one study (QIDO-RS SearchForSeries), paged to the end."""
+        probe = SeriesRef(store, study_uid or "1", "1")
+        root = self.root(probe)
+        url = f"{root}/studies/{study_uid}/series" if study_uid else f"{root}/series"
+
+        def parse(item: object) -> tuple[str, SeriesRef] | None:
+            if not isinstance(item, dict):
+                return None
+            try:
+                found = SeriesRef(
+                    store, _first_value(item, _STUDY) or study_uid or "", _first_value(item, _SERIES)
+                )
+            except (PermanentError, TypeError):
+                return None
+            return (found.dicomweb_path, found)
+
+        return self._search_all(url, dict(filters), page_size, parse)
+
+    def _search_all(
+        self,
+        url: str,
+        params: Mapping[str, Any],
+        page_size: int,
+        parse: Callable[[object], tuple[str, _T] | None],
+    ) -> list[_T]:
+        """Page by offset with an explicit limit on every page, until an empty page.
+
+        A page that brings nothing new means the server ignores `offset`: harmless after a short page
+        (everything came in it), an error after a full one (the rest cannot be reached).
+        """
+        found: dict[str, _T] = {}
         offset = 0
         while True:
             if offset > MAX_OFFSET:
-                raise PermanentError(
-                    Code.SEARCH_INCOMPLETE, f"the series has more instances than offset {MAX_OFFSET} reaches"
-                )
-            params = {
-                "limit": str(page_size),
-                "offset": str(offset),
-                "includefield": [_SOP_CLASS, _INSTANCE_NUMBER],
-            }
-            page = self._search_page(url, params)
+                raise PermanentError(Code.SEARCH_INCOMPLETE, f"more results than offset {MAX_OFFSET} reaches")
+            page = self._search_page(url, {**params, "limit": str(page_size), "offset": str(offset)})
             if not page:
                 break
             new = 0
             for item in page:
-                instance = _instance_from_json(item, series)
-                if instance is not None and instance.sop_uid not in found:
-                    found[instance.sop_uid] = instance
+                parsed = parse(item)
+                if parsed is not None and parsed[0] not in found:
+                    found[parsed[0]] = parsed[1]
                     new += 1
             if new == 0:
                 if len(page) >= page_size:
                     raise PermanentError(
                         Code.SEARCH_INCOMPLETE,
-                        "the DICOMweb server returned the same page again: it ignores offset, so a series"
-                        " larger than one page cannot be listed whole",
+                        "the DICOMweb server returned the same page again: it ignores offset, so more than"
+                        " one page of results cannot be listed whole",
                     )
                 break
             offset += len(page)

@@ -217,7 +217,8 @@ class SeriesCopy:
                     instance = wanted.get(meta.sop_instance_uid or "") if meta is not None else None
                     if instance is None or instance.sop_uid in done:
                         continue  # added after the search, or not Part 10: the next search sees it
-                    done[instance.sop_uid] = self._store_streamed(instance, part, chunks)
+                    copied = done[instance.sop_uid] = self._store_streamed(instance, part, chunks)
+                    self.job.report(1, copied.size)
         except SourceGone:
             raise PermanentError(Code.SERIES_NOT_FOUND, "the series is not found (404)") from None
 
@@ -248,6 +249,7 @@ class SeriesCopy:
                     for future in finished:
                         copied = future.result()
                         done[copied.sop_uid] = copied
+                        self.job.report(1, copied.size)
             finally:
                 for future in running:
                     future.cancel()

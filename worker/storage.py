@@ -55,12 +55,17 @@ def crc32c_base64(checksum: google_crc32c.Checksum) -> str:
 
 
 class ChecksummingReader(io.RawIOBase):
-    """A read-only, non-seekable file over byte chunks that counts and checksums what is read."""
+    """A read-only, non-seekable file over byte chunks that counts and checksums the chunks it takes.
 
-    def __init__(self, chunks: Iterator[bytes], head: bytes = b"") -> None:
+    `size` and `crc32c` cover every chunk taken from the iterator: once the reader is exhausted, exactly
+    the stream's bytes (checksummed whole chunks at a time, without copying them).
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._pending = memoryview(head)
+        self._pending = memoryview(b"")
         self._position = 0
+        self._taken = 0
         self._checksum = google_crc32c.Checksum()
 
     def readable(self) -> bool:
@@ -74,11 +79,11 @@ class ChecksummingReader(io.RawIOBase):
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
+            self._checksum.update(chunk)
+            self._taken += len(chunk)
             self._pending = memoryview(chunk)
         count = min(len(buffer), len(self._pending))
-        piece = self._pending[:count]
-        buffer[:count] = piece
-        self._checksum.update(piece)
+        buffer[:count] = self._pending[:count]
         self._pending = self._pending[count:]
         self._position += count
         return count
@@ -97,7 +102,7 @@ class ChecksummingReader(io.RawIOBase):
 
     @property
     def size(self) -> int:
-        return self._position
+        return self._taken
 
     @property
     def crc32c(self) -> str:
