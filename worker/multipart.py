@@ -13,7 +13,10 @@ Grammar (RFC 2046 section 5.1.1, as servers send it):
 * ``CRLF "--" boundary`` followed by anything else is not a delimiter: it is part of the body;
 * each part is ``headers CRLF body``; its body is exactly the bytes between the blank line ending its
   headers and the CRLF that starts the next delimiter. A part with a ``Content-Length`` header is read by
-  count (no scanning) and the delimiter must follow it, else :class:`MultipartError`.
+  count (no scanning) and the delimiter must follow it, else :class:`MultipartError`;
+* a delimiter line right after the blank line (``--boundary`` with no CRLF of its own) ends an empty
+  body: the blank line's CRLF counts as the delimiter's, as in RFC 2046's grammar and Go's mime/multipart
+  (unless Content-Length says the body is not empty).
 
 A body that ends (connection closed) before the closing delimiter raises :class:`MultipartTruncatedError`,
 from the part iterator or from the part being read: a short part is never reported as complete. Errors
@@ -307,8 +310,9 @@ class PartReader(io.RawIOBase):
                 f"PartReader can only seek back within the latest read ({self._last_start}-{self._pos}), "
                 f"not to {offset}"
             )
-        if offset != self._pos:
-            self._replay, self._replay_off = self._last, offset - self._last_start
+        if offset != self._pos:  # replay from there: the latest read's tail, then what was not replayed yet
+            self._replay = self._last[offset - self._last_start :] + self._replay[self._replay_off :]
+            self._replay_off = 0
             self._pos = offset
         return self._pos
 

@@ -1,0 +1,583 @@
+"""In-memory index, files, long-running operations, faults and the request log of the emulator."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import re
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .dicom import (
+    BIG_ENDIAN,
+    EXPLICIT_LE,
+    JsonDict,
+    ParsedInstance,
+    SeedTemplate,
+    derived_sop_uid,
+    file_chunks,
+    ui,
+)
+
+STORE_NAME_RE = re.compile(
+    r"^(projects/[^/]+/locations/[^/]+/datasets/[^/]+)/dicomStores/[^/]+$",
+)
+DELETE_SERIES_METHOD = "google.cloud.healthcare.v1.dicomweb.studies.series.DeleteSeries"
+DELETE_STUDY_METHOD = "google.cloud.healthcare.v1.dicomweb.studies.DeleteStudy"
+OPERATION_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.OperationMetadata"
+SEED_HEADER_ALLOWANCE = 640  # about what a seeded instance's meta and attributes take
+
+
+class ApiError(Exception):
+    """An error answered with Google's JSON error shape."""
+
+    def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(slots=True)
+class Instance:
+    study: str
+    series: str
+    sop: str
+    sop_class: str
+    number: int | None
+    transfer_syntax: str
+    size: int
+    base_attrs: JsonDict  # shared between the instances of a seeded batch
+    path: Path | None = None
+    template: SeedTemplate | None = None
+
+    def attrs(self) -> JsonDict:
+        """All attributes as DICOM JSON (bulk data as markers, see dicom.with_bulk_uris)."""
+        if self.template is None:
+            return self.base_attrs
+        out = dict(self.base_attrs)
+        out["00080018"] = ui(self.sop)
+        out["00200013"] = {"vr": "IS", "Value": [self.number]}
+        return dict(sorted(out.items()))
+
+    def element(self, key: str) -> JsonDict | None:
+        """One attribute, without building them all."""
+        if self.template is not None:
+            if key == "00080018":
+                return ui(self.sop)
+            if key == "00200013":
+                return {"vr": "IS", "Value": [self.number]}
+        elem: JsonDict | None = self.base_attrs.get(key)
+        return elem
+
+    def chunks(self) -> Iterator[bytes]:
+        """The stored bytes, unchanged."""
+        if self.template is not None:
+            return self.template.stream(self.sop, self.number or 0)
+        assert self.path is not None
+        return file_chunks(str(self.path))
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks())
+
+
+@dataclass
+class Store:
+    name: str
+    dataset: str
+    # study -> series -> sop -> instance, all in insertion order
+    studies: dict[str, dict[str, dict[str, Instance]]] = field(default_factory=dict)
+    sops: dict[str, Instance] = field(default_factory=dict)
+    # (study, series or None for a whole study) -> number of running delete operations
+    deleting: dict[tuple[str, str | None], int] = field(default_factory=dict)
+
+    def is_deleting(self, study: str, series: str) -> bool:
+        return bool(self.deleting.get((study, series)) or self.deleting.get((study, None)))
+
+    def series_instances(self, study: str, series: str) -> dict[str, Instance] | None:
+        return self.studies.get(study, {}).get(series)
+
+    def add(self, inst: Instance) -> None:
+        self.studies.setdefault(inst.study, {}).setdefault(inst.series, {})[inst.sop] = inst
+        self.sops[inst.sop] = inst
+
+    def remove(self, inst: Instance) -> None:
+        self.sops.pop(inst.sop, None)
+        series = self.studies.get(inst.study, {})
+        sops = series.get(inst.series)
+        if sops is not None:
+            sops.pop(inst.sop, None)
+            if not sops:
+                del series[inst.series]
+        if not series:
+            self.studies.pop(inst.study, None)
+
+
+@dataclass
+class Operation:
+    id: str
+    dataset: str
+    method: str
+    store: str
+    study: str
+    series: str | None
+    create_time: str
+    fail_with: JsonDict | None
+    done: bool = False
+    end_time: str | None = None
+    error: JsonDict | None = None
+    counter: dict[str, str] = field(default_factory=dict)
+    timer: threading.Timer | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/operations/{self.id}"
+
+    def as_json(self, initial: bool = False) -> JsonDict:
+        metadata: JsonDict = {
+            "@type": OPERATION_TYPE,
+            "apiMethodName": self.method,
+            "createTime": self.create_time,
+            "counter": {} if initial else dict(self.counter),
+            "logsUrl": f"https://console.cloud.google.com/logs/query/emulator/operations/{self.id}",
+        }
+        out: JsonDict = {"name": self.name, "metadata": metadata}
+        if initial or not self.done:
+            return out
+        metadata["endTime"] = self.end_time
+        out["done"] = True
+        if self.error is not None:
+            out["error"] = self.error
+        else:
+            out["response"] = {}
+        return out
+
+
+FAULT_KEYS = frozenset(
+    {
+        "method",
+        "path",
+        "status",
+        "retryAfter",
+        "times",
+        "rate",
+        "seed",
+        "latency",
+        "dropAfterBytes",
+        "operationError",
+        "operationDelay",
+    }
+)
+
+
+@dataclass
+class FaultRule:
+    spec: JsonDict
+    method: str
+    path: re.Pattern[str]
+    status: int | None
+    retry_after: float | None
+    times: int | None
+    rate: float | None
+    latency: float
+    drop_after: int | None
+    operation_error: JsonDict | None
+    operation_delay: float | None
+    rng: random.Random
+    fired: int = 0
+
+    @classmethod
+    def parse(cls, spec: Any) -> FaultRule:
+        if not isinstance(spec, dict):
+            raise ApiError(400, "each fault rule must be a JSON object")
+        unknown = set(spec) - FAULT_KEYS
+        if unknown:
+            raise ApiError(400, f"unknown fault rule keys: {sorted(unknown)}; known: {sorted(FAULT_KEYS)}")
+        try:
+            pattern = re.compile(str(spec.get("path", "")))
+        except re.error as exc:
+            raise ApiError(400, f"bad path regex: {exc}") from exc
+        op_error = spec.get("operationError")
+        if op_error is not None and not (
+            isinstance(op_error, dict) and isinstance(op_error.get("code"), int)
+        ):
+            raise ApiError(400, 'operationError must look like {"code": 13, "message": "..."}')
+        try:
+            rule = cls(
+                spec=dict(spec),
+                method=str(spec.get("method", "*")).upper(),
+                path=pattern,
+                status=_opt(spec, "status", int),
+                retry_after=_opt(spec, "retryAfter", float),
+                times=_opt(spec, "times", int),
+                rate=_opt(spec, "rate", float),
+                latency=_opt(spec, "latency", float) or 0.0,
+                drop_after=_opt(spec, "dropAfterBytes", int),
+                operation_error=dict(op_error) if op_error else None,
+                operation_delay=_opt(spec, "operationDelay", float),
+                rng=random.Random(spec.get("seed")),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ApiError(400, f"bad fault rule {spec}: {exc}") from exc
+        if rule.status is not None and not 100 <= rule.status <= 599:
+            raise ApiError(400, "status must be an HTTP status code")
+        return rule
+
+    def fires(self, method: str, path: str) -> bool:
+        """Whether this rule faults this request (counts it when it does)."""
+        if self.method not in ("*", method) or not self.path.search(path):
+            return False
+        if self.times is not None and self.fired >= self.times:
+            return False
+        if self.rate is not None and self.rng.random() >= self.rate:
+            return False
+        self.fired += 1
+        return True
+
+    def as_json(self) -> JsonDict:
+        return {**self.spec, "fired": self.fired}
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _opt(spec: JsonDict, key: str, kind: type[int] | type[float]) -> Any:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{key} must be a number")
+    return kind(value)
+
+
+@dataclass
+class Config:
+    operation_delay: float = 0.5
+    absent_delete: str = "404"
+    boundary_quoting: str = "random"
+
+    def update(self, spec: Any) -> None:
+        if not isinstance(spec, dict):
+            raise ApiError(400, "config must be a JSON object")
+        unknown = set(spec) - {"operationDelay", "absentDelete", "boundaryQuoting"}
+        if unknown:
+            raise ApiError(400, f"unknown config keys: {sorted(unknown)}")
+        if "operationDelay" in spec:
+            delay = spec["operationDelay"]
+            if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+                raise ApiError(400, "operationDelay must be a number of seconds >= 0")
+            self.operation_delay = float(delay)
+        if "absentDelete" in spec:
+            if str(spec["absentDelete"]) not in ("404", "operation"):
+                raise ApiError(400, 'absentDelete must be "404" or "operation"')
+            self.absent_delete = str(spec["absentDelete"])
+        if "boundaryQuoting" in spec:
+            if spec["boundaryQuoting"] not in ("quoted", "unquoted", "random"):
+                raise ApiError(400, 'boundaryQuoting must be "quoted", "unquoted" or "random"')
+            self.boundary_quoting = str(spec["boundaryQuoting"])
+
+    def as_json(self) -> JsonDict:
+        return {
+            "operationDelay": self.operation_delay,
+            "absentDelete": self.absent_delete,
+            "boundaryQuoting": self.boundary_quoting,
+        }
+
+
+class EmulatorState:
+    """Everything the emulator holds. All methods are thread-safe."""
+
+    def __init__(self, data_dir: Path, config: Config) -> None:
+        self.lock = threading.RLock()
+        self.config = config
+        self.blob_dir = Path(data_dir) / "instances"
+        shutil.rmtree(self.blob_dir, ignore_errors=True)
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.stores: dict[str, Store] = {}
+        self.operations: dict[str, Operation] = {}
+        self.faults: list[FaultRule] = []
+        self.requests: deque[JsonDict] = deque(maxlen=200_000)
+        self.bytes_served = 0
+        self.instances_served = 0
+        self._file_ids = itertools.count(1)
+        self._op_ids = itertools.count(int(time.time()) * 1000)
+        self._closed = False
+
+    # ---- stores
+
+    def create_store(self, name: Any) -> bool:
+        if not isinstance(name, str) or not (match := STORE_NAME_RE.match(name)):
+            raise ApiError(400, "name must look like projects/P/locations/L/datasets/D/dicomStores/S")
+        with self.lock:
+            if name in self.stores:
+                return False
+            self.stores[name] = Store(name=name, dataset=match.group(1))
+            return True
+
+    def store(self, name: str) -> Store:
+        store = self.stores.get(name)
+        if store is None:
+            raise ApiError(404, f"DICOM store {name} not found")
+        return store
+
+    # ---- writes
+
+    def store_instance(self, store: Store, parsed: ParsedInstance, data: bytes) -> None:
+        """Store one STOW-RS instance; ApiError(409) when it exists or its series is being deleted."""
+        self._check_storable(store, parsed)
+        path = self.blob_dir / f"{next(self._file_ids):09d}.dcm"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        number = parsed.attrs.get("00200013", {}).get("Value", [None])[0]
+        inst = Instance(
+            study=parsed.study,
+            series=parsed.series,
+            sop=parsed.sop,
+            sop_class=parsed.sop_class,
+            number=_int_or_none(number),
+            transfer_syntax=parsed.transfer_syntax,
+            size=len(data),
+            base_attrs=parsed.attrs,
+            path=path,
+        )
+        with self.lock:
+            try:
+                self._check_storable(store, parsed)
+            except ApiError:
+                path.unlink(missing_ok=True)
+                raise
+            store.add(inst)
+
+    def _check_storable(self, store: Store, parsed: ParsedInstance) -> None:
+        with self.lock:
+            if self.stores.get(store.name) is not store:
+                raise ApiError(404, f"DICOM store {store.name} not found")
+            if store.is_deleting(parsed.study, parsed.series):
+                raise ApiError(409, f"series {parsed.series} is being deleted")
+            if parsed.sop in store.sops:
+                raise ApiError(409, f"instance {parsed.sop} already exists")
+
+    def seed(self, spec: Any) -> JsonDict:
+        if not isinstance(spec, dict):
+            raise ApiError(400, "seed takes a JSON object")
+        allowed = {"store", "study", "series", "count", "size", "transferSyntax", "start"}
+        allowed |= {"modality", "studyDate", "patientName", "patientId"}
+        unknown = set(spec) - allowed
+        if unknown:
+            raise ApiError(400, f"unknown seed keys: {sorted(unknown)}; known: {sorted(allowed)}")
+        try:
+            study, series = str(spec["study"]), str(spec["series"])
+            count, start = int(spec["count"]), int(spec.get("start", 1))
+            size = int(spec.get("size", 1024))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(
+                400, f"seed needs store, study, series, count (integers where numbers): {exc}"
+            ) from exc
+        ts = str(spec.get("transferSyntax") or EXPLICIT_LE)
+        if ts == BIG_ENDIAN or ts == "*":
+            raise ApiError(400, f"cannot seed in transfer syntax {ts}")
+        if count < 0 or start < 0 or size < 0:
+            raise ApiError(400, "count, start and size must not be negative")
+        for uid in (study, series):
+            if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid) or len(uid) > 64:
+                raise ApiError(400, f"not a valid UID: {uid!r}")
+        template = SeedTemplate(
+            study=study,
+            series=series,
+            transfer_syntax=ts,
+            pixel_bytes=max(2, size - SEED_HEADER_ALLOWANCE),
+            modality=str(spec.get("modality", "OT")),
+            study_date=str(spec.get("studyDate", "20240101")),
+            patient_name=str(spec.get("patientName", "EMULATOR^SEED")),
+            patient_id=str(spec.get("patientId", "SEED")),
+        )
+        base = template.attrs()
+        created = skipped = 0
+        first = last = None
+        with self.lock:
+            store = self.store(str(spec.get("store", "")))
+            if store.is_deleting(study, series):
+                raise ApiError(409, f"series {series} is being deleted")
+            for index in range(start, start + count):
+                sop = derived_sop_uid(series, index)
+                first = first or sop
+                last = sop
+                if sop in store.sops:
+                    skipped += 1
+                    continue
+                store.add(
+                    Instance(
+                        study=study,
+                        series=series,
+                        sop=sop,
+                        sop_class=template.sop_class,
+                        number=index,
+                        transfer_syntax=ts,
+                        size=template.size(sop, index),
+                        base_attrs=base,
+                        template=template,
+                    )
+                )
+                created += 1
+        return {
+            "store": store.name,
+            "study": study,
+            "series": series,
+            "count": count,
+            "created": created,
+            "skipped": skipped,
+            "firstSopInstanceUid": first,
+            "lastSopInstanceUid": last,
+            "instanceSize": template.size(first, start) if first else 0,
+        }
+
+    def delete_instance(self, store: Store, study: str, series: str, sop: str) -> None:
+        with self.lock:
+            inst = store.sops.get(sop)
+            if inst is None or inst.study != study or inst.series != series:
+                raise ApiError(404, f"instance {sop} not found")
+            self._drop([inst], store)
+
+    def _drop(self, instances: list[Instance], store: Store) -> None:
+        for inst in instances:
+            store.remove(inst)
+            if inst.path is not None:
+                inst.path.unlink(missing_ok=True)
+
+    # ---- long-running deletes
+
+    def start_delete(
+        self,
+        store: Store,
+        study: str,
+        series: str | None,
+        fail_with: JsonDict | None,
+        delay: float | None = None,
+    ) -> Operation:
+        with self.lock:
+            exists = study in store.studies and (series is None or series in store.studies[study])
+            target = f"study {study}" if series is None else f"series {series} of study {study}"
+            if not exists:
+                if self.config.absent_delete == "404":
+                    raise ApiError(404, f"{target} not found")
+                fail_with = fail_with or {"code": 5, "message": f"{target} not found"}
+            op = Operation(
+                id=str(next(self._op_ids)),
+                dataset=store.dataset,
+                method=DELETE_STUDY_METHOD if series is None else DELETE_SERIES_METHOD,
+                store=store.name,
+                study=study,
+                series=series,
+                create_time=now_rfc3339(),
+                fail_with=fail_with,
+            )
+            self.operations[op.id] = op
+            if exists:
+                key = (study, series)
+                store.deleting[key] = store.deleting.get(key, 0) + 1
+            if delay is None:
+                delay = self.config.operation_delay
+            op.timer = threading.Timer(delay, self._complete, args=(op, exists))
+            op.timer.daemon = True
+            op.timer.start()
+            return op
+
+    def _complete(self, op: Operation, registered: bool) -> None:
+        with self.lock:
+            if self._closed or op.done:
+                return
+            store = self.stores.get(op.store)
+            if store is not None and registered:
+                key = (op.study, op.series)
+                remaining = store.deleting.get(key, 0) - 1
+                if remaining > 0:
+                    store.deleting[key] = remaining
+                else:
+                    store.deleting.pop(key, None)
+            if op.fail_with is not None:
+                op.error = {
+                    "code": int(op.fail_with["code"]),
+                    "message": str(op.fail_with.get("message", "")),
+                }
+                op.counter = {"failure": "1"}
+            elif store is not None:
+                victims = [
+                    inst
+                    for series_uid, sops in store.studies.get(op.study, {}).items()
+                    if op.series is None or series_uid == op.series
+                    for inst in sops.values()
+                ]
+                self._drop(victims, store)
+                if victims:
+                    op.counter = {"success": str(len(victims))}
+            op.end_time = now_rfc3339()
+            op.done = True
+
+    def operation(self, dataset: str, op_id: str) -> Operation:
+        with self.lock:
+            op = self.operations.get(op_id)
+            if op is None or op.dataset != dataset:
+                raise ApiError(404, f"operation {dataset}/operations/{op_id} not found")
+            return op
+
+    # ---- faults, log, lifecycle
+
+    def match_fault(self, method: str, path: str) -> FaultRule | None:
+        with self.lock:
+            for rule in self.faults:
+                if rule.fires(method, path):
+                    return rule
+        return None
+
+    def set_faults(self, spec: Any) -> None:
+        if not isinstance(spec, dict) or not isinstance(spec.get("rules", []), list):
+            raise ApiError(400, 'faults take {"rules": [...]}')
+        rules = [FaultRule.parse(rule) for rule in spec.get("rules", [])]
+        with self.lock:
+            self.faults = rules
+
+    def log(self, entry: JsonDict) -> None:
+        with self.lock:
+            self.requests.append(entry)
+
+    def count_served(self, nbytes: int, instances: int = 0) -> None:
+        with self.lock:
+            self.bytes_served += nbytes
+            self.instances_served += instances
+
+    def reset(self) -> None:
+        with self.lock:
+            for op in self.operations.values():
+                if op.timer is not None:
+                    op.timer.cancel()
+            self.operations.clear()
+            self.stores.clear()
+            self.faults = []
+            self.requests.clear()
+            self.bytes_served = self.instances_served = 0
+            for path in self.blob_dir.glob("*"):
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self.lock:
+            self._closed = True
+            for op in self.operations.values():
+                if op.timer is not None:
+                    op.timer.cancel()
