@@ -1,0 +1,178 @@
+# Least privilege: every grant is on one resource (store, dataset, bucket,
+# topic, subscription, service, service account, key), never on the project.
+# Roles are literal strings so that tests/infra/test_terraform.py can check
+# them against its allowlist.
+
+locals {
+  runtime_member = "serviceAccount:${google_service_account.runtime.email}"
+  invoker_member = "serviceAccount:${google_service_account.invoker.email}"
+}
+
+# --- Cloud Healthcare API ------------------------------------------------------
+
+# Search (QIDO-RS) and retrieve (WADO-RS): healthcare.dicomStores.dicomWebRead.
+resource "google_healthcare_dicom_store_iam_member" "viewer" {
+  for_each = local.dicom_store_ids
+
+  dicom_store_id = each.value
+  role           = "roles/healthcare.dicomViewer"
+  member         = local.runtime_member
+}
+
+# DeleteSeries (healthcare.dicomStores.dicomWebDelete) only when deletion is
+# enabled. dicomEditor is the narrowest predefined role holding it; it also
+# holds healthcare.operations.get (see grant below and README).
+resource "google_healthcare_dicom_store_iam_member" "editor" {
+  for_each = var.delete_enabled && var.grant_dicom_editor ? local.dicom_store_ids : toset([])
+
+  dicom_store_id = each.value
+  role           = "roles/healthcare.dicomEditor"
+  member         = local.runtime_member
+}
+
+# Polling the DeleteSeries operation: GET .../datasets/D/operations/N needs
+# healthcare.operations.get on the dataset that owns the operation.
+# datasetViewer is metadata only (datasets.get/list, locations, operations.get):
+# it gives no access to any DICOM, FHIR or HL7v2 data.
+resource "google_healthcare_dataset_iam_member" "operations_viewer" {
+  for_each = var.delete_enabled && var.grant_dataset_operations_viewer ? local.dicom_datasets : toset([])
+
+  dataset_id = each.value
+  role       = "roles/healthcare.datasetViewer"
+  member     = local.runtime_member
+}
+
+# --- Cloud Storage ------------------------------------------------------------------
+
+# Create-only writes (if_generation_match=0): objectCreator. No overwrite, no
+# delete, no bucket administration.
+resource "google_storage_bucket_iam_member" "object_creator" {
+  for_each = local.allowed_buckets
+
+  bucket = each.value
+  role   = "roles/storage.objectCreator"
+  member = local.runtime_member
+
+  lifecycle {
+    precondition {
+      condition     = var.create_destination_bucket || var.destination_bucket_name != null
+      error_message = "destination_bucket_name is required when create_destination_bucket is false."
+    }
+  }
+
+  depends_on = [google_storage_bucket.destination]
+}
+
+# Verification of an archive (list and read back what was written).
+resource "google_storage_bucket_iam_member" "object_viewer" {
+  for_each = local.allowed_buckets
+
+  bucket = each.value
+  role   = "roles/storage.objectViewer"
+  member = local.runtime_member
+
+  depends_on = [google_storage_bucket.destination]
+}
+
+# --- Pub/Sub: the worker ---------------------------------------------------------
+
+resource "google_pubsub_topic_iam_member" "runtime_publisher_completion" {
+  project = var.project_id
+  topic   = google_pubsub_topic.completion.name
+  role    = "roles/pubsub.publisher"
+  member  = local.runtime_member
+}
+
+# Continuation requests go back onto the request topic.
+resource "google_pubsub_topic_iam_member" "runtime_publisher_request" {
+  project = var.project_id
+  topic   = google_pubsub_topic.request.name
+  role    = "roles/pubsub.publisher"
+  member  = local.runtime_member
+}
+
+# --- Pub/Sub: push delivery ------------------------------------------------------
+
+# The push identity may invoke this function's Cloud Run service, nothing else.
+resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.worker.name
+  role     = "roles/run.invoker"
+  member   = local.invoker_member
+}
+
+# The Pub/Sub service agent mints the OIDC token of each push for the invoker
+# account. Scoped to that one account (not the project).
+resource "google_service_account_iam_member" "pubsub_token_creator" {
+  count = var.grant_token_creator_to_pubsub_agent ? 1 : 0
+
+  service_account_id = google_service_account.invoker.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_service_agent
+
+  depends_on = [google_project_service.apis]
+}
+
+# --- Pub/Sub: dead-lettering ----------------------------------------------------------
+# Both grants are required, or Pub/Sub silently keeps retrying instead of
+# forwarding to the dead-letter topic.
+
+resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.dead_letter.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_service_agent
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.push.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+# --- Optional: DICOM store notifications onto the request topic ---------------------
+
+data "google_project" "dicom_store" {
+  for_each = var.dicom_store_notifications_publisher ? local.dicom_store_projects : toset([])
+
+  project_id = each.value
+}
+
+resource "google_pubsub_topic_iam_member" "healthcare_agent_publisher" {
+  for_each = data.google_project.dicom_store
+
+  project = var.project_id
+  topic   = google_pubsub_topic.request.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:service-${each.value.number}@gcp-sa-healthcare.iam.gserviceaccount.com"
+}
+
+# --- Optional: customer-managed encryption key ---------------------------------------
+
+data "google_storage_project_service_account" "this" {
+  count = var.kms_key_name != null && var.grant_kms_to_service_agents && var.create_destination_bucket ? 1 : 0
+
+  project = var.project_id
+}
+
+resource "google_kms_crypto_key_iam_member" "pubsub_agent" {
+  count = var.kms_key_name != null && var.grant_kms_to_service_agents ? 1 : 0
+
+  crypto_key_id = var.kms_key_name
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = local.pubsub_service_agent
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_kms_crypto_key_iam_member" "storage_agent" {
+  count = length(data.google_storage_project_service_account.this)
+
+  crypto_key_id = var.kms_key_name
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = "serviceAccount:${data.google_storage_project_service_account.this[0].email_address}"
+}

@@ -1,0 +1,626 @@
+"""Static checks of the Terraform module in infra/terraform.
+
+Offline and fast: every .tf file is parsed with python-hcl2 and the parsed
+configuration is checked for the properties the deployment depends on
+(delivery with retries and dead-lettering, least-privilege IAM, locked-down
+buckets, the function's runtime and entry point, documented variables).
+`terraform fmt -check` runs when the terraform binary is on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+from hcl2.utils import SerializationOptions
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO_ROOT / "infra" / "terraform"
+EXAMPLE_DIR = MODULE_DIR / "examples" / "basic"
+
+# Every role the module may grant. Anything else (roles/owner, roles/editor,
+# any *admin* role, project-level grants) fails the suite.
+ROLE_ALLOWLIST = frozenset(
+    {
+        "roles/healthcare.dicomViewer",
+        "roles/healthcare.dicomEditor",
+        "roles/healthcare.datasetViewer",
+        "roles/storage.objectCreator",
+        "roles/storage.objectViewer",
+        "roles/pubsub.publisher",
+        "roles/pubsub.subscriber",
+        "roles/run.invoker",
+        "roles/iam.serviceAccountTokenCreator",
+        "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+    }
+)
+
+# Grants that must not exist at all in this module (project-wide blast radius).
+FORBIDDEN_IAM_TYPES = re.compile(r"^google_(project|folder|organization)_iam_")
+
+WORKER_ENV = (
+    "COMPLETION_TOPIC",
+    "REQUEST_TOPIC",
+    "DEFAULT_DESTINATION",
+    "ALLOWED_BUCKETS",
+    "ALLOWED_DICOM_STORES",
+    "DELETE_ENABLED",
+    "CONCURRENCY",
+    "DEADLINE_SECONDS",
+    "HEALTHCARE_API_URL",
+)
+
+_OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
+
+
+# ---------------------------------------------------------------------------
+# Parsing helpers
+# ---------------------------------------------------------------------------
+
+
+def _tf_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.tf") if ".terraform" not in p.parts)
+
+
+def _unquote(value: Any) -> Any:
+    """Strip the quotes python-hcl2 may keep around labels and strings."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _clean(node: Any) -> Any:
+    """Drop python-hcl2 metadata keys (__is_block__, __comments__...) and quotes."""
+    if isinstance(node, dict):
+        return {_unquote(k): _clean(v) for k, v in node.items() if not str(k).startswith("__")}
+    if isinstance(node, list):
+        return [_clean(v) for v in node]
+    return _unquote(node)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        parsed = hcl2.load(handle, serialization_options=_OPTIONS)
+    cleaned: dict[str, Any] = _clean(parsed)
+    return cleaned
+
+
+class Module:
+    """The merged top-level blocks of every .tf file of one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.resources: dict[tuple[str, str], dict[str, Any]] = {}
+        self.data: dict[tuple[str, str], dict[str, Any]] = {}
+        self.variables: dict[str, dict[str, Any]] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.locals: dict[str, Any] = {}
+        self.modules: dict[str, dict[str, Any]] = {}
+        self.text = ""
+        for path in sorted(directory.glob("*.tf")):
+            self.text += path.read_text(encoding="utf-8") + "\n"
+            parsed = _load(path)
+            for kind, target in (("resource", self.resources), ("data", self.data)):
+                for entry in parsed.get(kind, []):
+                    for rtype, named in entry.items():
+                        for name, body in named.items():
+                            assert (rtype, name) not in target, f"duplicate {kind} {rtype}.{name}"
+                            target[(rtype, name)] = body
+            for block, target_map in (
+                ("variable", self.variables),
+                ("output", self.outputs),
+                ("module", self.modules),
+            ):
+                for entry in parsed.get(block, []):
+                    target_map.update(entry)
+            for entry in parsed.get("locals", []):
+                self.locals.update(entry)
+
+    def resource(self, rtype: str, name: str) -> dict[str, Any]:
+        assert (rtype, name) in self.resources, f"resource {rtype}.{name} is missing"
+        return self.resources[(rtype, name)]
+
+    def of_type(self, rtype: str) -> dict[str, dict[str, Any]]:
+        return {name: body for (t, name), body in self.resources.items() if t == rtype}
+
+    def default(self, variable: str) -> Any:
+        assert variable in self.variables, f"variable {variable} is missing"
+        return self.variables[variable].get("default")
+
+
+def _block(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """The single nested block `name` of a resource body."""
+    blocks = body.get(name)
+    assert isinstance(blocks, list), f"block {name} is missing"
+    assert len(blocks) == 1, f"expected one {name} block, got {len(blocks)}"
+    block: dict[str, Any] = blocks[0]
+    return block
+
+
+def _dynamic_blocks(body: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [d[name] for d in body.get("dynamic", []) if name in d]
+
+
+def _refs(expr: Any) -> str:
+    """An attribute as text, to look for references in it."""
+    return expr if isinstance(expr, str) else repr(expr)
+
+
+@pytest.fixture(scope="module")
+def module() -> Module:
+    return Module(MODULE_DIR)
+
+
+@pytest.fixture(scope="module")
+def example() -> Module:
+    return Module(EXAMPLE_DIR)
+
+
+def _all_iam_members(mod: Module) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for (rtype, name), body in mod.resources.items():
+        if "_iam_" in rtype:
+            yield rtype, name, body
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+
+def test_module_layout() -> None:
+    for name in ("versions.tf", "variables.tf", "main.tf", "outputs.tf", "README.md", "check.sh"):
+        assert (MODULE_DIR / name).is_file(), f"infra/terraform/{name} is missing"
+    assert (EXAMPLE_DIR / "main.tf").is_file()
+
+
+@pytest.mark.parametrize("path", _tf_files(MODULE_DIR), ids=lambda p: str(p.relative_to(MODULE_DIR)))
+def test_every_tf_file_parses(path: Path) -> None:
+    assert isinstance(_load(path), dict)
+
+
+def test_provider_requirements(module: Module) -> None:
+    assert 'source  = "hashicorp/google"' in module.text
+    assert "required_version" in module.text
+
+
+# ---------------------------------------------------------------------------
+# The function
+# ---------------------------------------------------------------------------
+
+
+def test_function_runtime_and_entry_point(module: Module) -> None:
+    fn = module.resource("google_cloudfunctions2_function", "worker")
+    build = _block(fn, "build_config")
+    assert build["runtime"] == "python311"
+    assert build["entry_point"] == "handle_series_request"
+    storage = _block(_block(build, "source"), "storage_source")
+    assert "google_storage_bucket_object.source" in storage["object"]
+
+
+def test_function_service_config(module: Module) -> None:
+    fn = module.resource("google_cloudfunctions2_function", "worker")
+    svc = _block(fn, "service_config")
+    assert svc["timeout_seconds"] == "${var.timeout_seconds}"
+    assert module.default("timeout_seconds") == 540
+    assert svc["max_instance_request_concurrency"] == 1
+    assert svc["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
+    assert svc["available_memory"] == "${var.memory}"
+    assert module.default("memory") == "1Gi"
+    assert svc["max_instance_count"] == "${var.max_instance_count}"
+    assert "available_cpu" in svc
+    assert "google_service_account.runtime.email" in svc["service_account_email"]
+
+
+def test_function_environment(module: Module) -> None:
+    svc = _block(module.resource("google_cloudfunctions2_function", "worker"), "service_config")
+    assert svc["environment_variables"] == "${local.function_environment}"
+    assert "local.module_environment" in module.locals["function_environment"]
+    env = module.locals["module_environment"]
+    assert isinstance(env, dict)
+    missing = [key for key in WORKER_ENV if key not in env]
+    assert not missing, f"environment variables missing: {missing}"
+    assert "google_pubsub_topic.completion.id" in env["COMPLETION_TOPIC"]
+    assert "google_pubsub_topic.request.id" in env["REQUEST_TOPIC"]
+    assert "var.delete_enabled" in env["DELETE_ENABLED"]
+    assert module.default("deadline_seconds") == 480
+    assert module.default("deadline_seconds") < module.default("timeout_seconds")
+    assert module.default("healthcare_api_url") == "https://healthcare.googleapis.com/v1"
+    assert module.default("delete_enabled") is False
+
+
+def test_source_is_zipped_from_the_repository(module: Module) -> None:
+    archive = module.data[("archive_file", "source")]
+    assert archive["type"] == "zip"
+    assert archive["excludes"] == "${local.source_excludes}"
+    assert "${path.module}/../.." in module.locals["source_dir"]
+    obj = module.resource("google_storage_bucket_object", "source")
+    assert "data.archive_file.source.output_path" in obj["source"]
+    # Content-addressed: a code change must change the object, hence redeploy.
+    assert "data.archive_file.source.output_md5" in obj["name"]
+
+
+def _glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """doublestar semantics as used by the archive provider's `excludes`."""
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(f"^{out}$")
+
+
+def _terraform_shipped_files(module: Module) -> list[str]:
+    """Replays archive_file's walk over the real tree with the module's excludes."""
+    shipped_top = module.locals["shipped_top_level_files"]
+    excludes = [_glob_to_regex(p) for p in module.default("source_excludes")]
+    # local.source_excludes adds fileset(source_dir, "*") minus the shipped files.
+    top_files = {p.name for p in REPO_ROOT.iterdir() if p.is_file()}
+    excludes += [_glob_to_regex(f) for f in top_files - set(shipped_top)]
+
+    def excluded(rel: str) -> bool:
+        return any(rx.match(rel) for rx in excludes)
+
+    shipped: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(REPO_ROOT):
+        rel_dir = Path(dirpath).relative_to(REPO_ROOT).as_posix()
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        # archive_file skips a matching directory without entering it.
+        dirnames[:] = [d for d in dirnames if not excluded(rel_dir + d)]
+        shipped += [rel_dir + f for f in filenames if not excluded(rel_dir + f)]
+    return sorted(shipped)
+
+
+def test_source_zip_ships_only_main_requirements_and_worker(module: Module) -> None:
+    shipped_top = module.locals["shipped_top_level_files"]
+    assert sorted(shipped_top) == ["main.py", "requirements.txt"]
+    shipped = _terraform_shipped_files(module)
+    unexpected = [f for f in shipped if f not in shipped_top and not f.startswith("worker/")]
+    assert not unexpected, f"the function zip would ship: {unexpected}"
+    assert "worker/__init__.py" in shipped
+    assert not [f for f in shipped if "__pycache__" in f or f.endswith(".pyc")]
+
+
+def test_gcloudignore_ships_the_same_files(module: Module) -> None:
+    """A `gcloud functions deploy` and the Terraform zip must carry the same files."""
+    gcloudignore = REPO_ROOT / ".gcloudignore"
+    if not gcloudignore.is_file():
+        pytest.skip("no .gcloudignore")
+    pathspec = pytest.importorskip("pathspec")
+    spec = pathspec.GitIgnoreSpec.from_lines(gcloudignore.read_text(encoding="utf-8").splitlines())
+    heavy = (".git", ".venv", ".local")  # never walked: both must leave them out
+    for name in heavy:
+        assert spec.match_file(f"{name}/x"), f".gcloudignore must exclude {name}/"
+    gcloud_shipped: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(REPO_ROOT):
+        rel_dir = Path(dirpath).relative_to(REPO_ROOT).as_posix()
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        dirnames[:] = [d for d in dirnames if rel_dir + d not in heavy]
+        gcloud_shipped += [rel_dir + f for f in filenames if not spec.match_file(rel_dir + f)]
+    assert sorted(gcloud_shipped) == _terraform_shipped_files(module)
+
+
+# ---------------------------------------------------------------------------
+# Pub/Sub delivery, retries, dead-lettering
+# ---------------------------------------------------------------------------
+
+
+def test_topics_exist(module: Module) -> None:
+    topics = module.of_type("google_pubsub_topic")
+    assert {"request", "completion", "dead_letter"} <= set(topics)
+    assert topics["request"]["message_retention_duration"] == "${var.topic_message_retention}"
+    assert module.default("topic_message_retention") == "604800s"
+    for body in topics.values():
+        assert body["kms_key_name"] == "${var.kms_key_name}"
+
+
+def _delivery_subscription(module: Module) -> dict[str, Any]:
+    subs = module.of_type("google_pubsub_subscription")
+    push = [body for body in subs.values() if "push_config" in body]
+    assert len(push) == 1, "exactly one push subscription must deliver requests to the function"
+    return push[0]
+
+
+def test_requests_are_delivered_with_retries(module: Module) -> None:
+    """Either an Eventarc trigger with retries, or a push subscription with a retry policy."""
+    fn = module.resource("google_cloudfunctions2_function", "worker")
+    if "event_trigger" in fn:
+        trigger = _block(fn, "event_trigger")
+        assert trigger["event_type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+        assert trigger["retry_policy"] == "RETRY_POLICY_RETRY"
+        assert "google_pubsub_topic.request" in trigger["pubsub_topic"]
+        return
+    sub = _delivery_subscription(module)
+    assert "google_pubsub_topic.request.id" in sub["topic"]
+    push = _block(sub, "push_config")
+    assert "google_cloudfunctions2_function.worker.service_config[0].uri" in push["push_endpoint"]
+    oidc = _block(push, "oidc_token")
+    assert "google_service_account.invoker.email" in oidc["service_account_email"]
+    assert "google_cloudfunctions2_function.worker.service_config[0].uri" in oidc["audience"]
+    retry = _block(sub, "retry_policy")
+    assert retry["minimum_backoff"] == "${var.retry_minimum_backoff}"
+    assert retry["maximum_backoff"] == "${var.retry_maximum_backoff}"
+    assert module.default("retry_minimum_backoff") == "10s"
+    assert module.default("retry_maximum_backoff") == "600s"
+    # Pub/Sub must not redeliver while the function still runs.
+    assert sub["ack_deadline_seconds"] > module.default("timeout_seconds")
+
+
+def test_dead_letter_policy(module: Module) -> None:
+    sub = _delivery_subscription(module)
+    policy = _block(sub, "dead_letter_policy")
+    assert "google_pubsub_topic.dead_letter.id" in policy["dead_letter_topic"]
+    assert policy["max_delivery_attempts"] == "${var.max_delivery_attempts}"
+    default = module.default("max_delivery_attempts")
+    assert 5 <= default <= 100
+    conditions = " ".join(v["condition"] for v in module.variables["max_delivery_attempts"]["validation"])
+    assert ">= 5" in conditions
+    assert "<= 100" in conditions
+
+
+def test_dead_letter_pull_subscription(module: Module) -> None:
+    subs = module.of_type("google_pubsub_subscription")
+    pulls = [
+        body
+        for body in subs.values()
+        if "google_pubsub_topic.dead_letter" in body["topic"] and "push_config" not in body
+    ]
+    assert len(pulls) == 1, "a pull subscription must hold dead-lettered requests"
+    assert pulls[0]["message_retention_duration"] == "${var.dead_letter_retention}"
+    assert module.default("dead_letter_retention") == "604800s"
+    assert _block(pulls[0], "expiration_policy")["ttl"] == ""
+
+
+def test_pubsub_service_agent_can_dead_letter(module: Module) -> None:
+    assert "gcp-sa-pubsub.iam.gserviceaccount.com" in module.locals["pubsub_service_agent"]
+    publishers = [
+        body
+        for body in module.of_type("google_pubsub_topic_iam_member").values()
+        if "google_pubsub_topic.dead_letter" in body["topic"]
+    ]
+    assert [b["role"] for b in publishers] == ["roles/pubsub.publisher"]
+    assert publishers[0]["member"] == "${local.pubsub_service_agent}"
+    subscribers = [
+        body
+        for body in module.of_type("google_pubsub_subscription_iam_member").values()
+        if "google_pubsub_subscription.push" in body["subscription"]
+    ]
+    assert [b["role"] for b in subscribers] == ["roles/pubsub.subscriber"]
+    assert subscribers[0]["member"] == "${local.pubsub_service_agent}"
+
+
+def test_runtime_publishes_only_on_completion_and_request_topics(module: Module) -> None:
+    topics = sorted(
+        body["topic"]
+        for body in module.of_type("google_pubsub_topic_iam_member").values()
+        if body["member"] == "${local.runtime_member}"
+    )
+    assert topics == ["${google_pubsub_topic.completion.name}", "${google_pubsub_topic.request.name}"]
+
+
+def test_push_invoker_may_only_invoke_the_function(module: Module) -> None:
+    grants = [(t, b) for t, _, b in _all_iam_members(module) if b["member"] == "${local.invoker_member}"]
+    assert len(grants) == 1
+    rtype, body = grants[0]
+    assert rtype == "google_cloud_run_v2_service_iam_member"
+    assert body["role"] == "roles/run.invoker"
+    assert "google_cloudfunctions2_function.worker.name" in body["name"]
+
+
+# ---------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------
+
+
+def test_destination_bucket_is_locked_down(module: Module) -> None:
+    bucket = module.resource("google_storage_bucket", "destination")
+    assert "var.create_destination_bucket" in bucket["count"]
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert bucket["force_destroy"] is False
+    assert _block(bucket, "versioning")["enabled"] == "${var.bucket_versioning}"
+    rules = _dynamic_blocks(bucket, "lifecycle_rule")
+    archive = [r for r in rules if "var.bucket_archive_after_days" in r["for_each"]]
+    assert len(archive) == 1
+    action = _block(_block(archive[0], "content"), "action")
+    assert action == {"type": "SetStorageClass", "storage_class": "ARCHIVE"}
+    assert module.default("bucket_archive_after_days") is None
+
+
+def test_every_bucket_is_private(module: Module) -> None:
+    for name, bucket in module.of_type("google_storage_bucket").items():
+        assert bucket["uniform_bucket_level_access"] is True, name
+        assert bucket["public_access_prevention"] == "enforced", name
+
+
+def test_bucket_grants_are_object_level_only(module: Module) -> None:
+    roles = sorted(b["role"] for b in module.of_type("google_storage_bucket_iam_member").values())
+    assert roles == ["roles/storage.objectCreator", "roles/storage.objectViewer"]
+
+
+# ---------------------------------------------------------------------------
+# IAM
+# ---------------------------------------------------------------------------
+
+
+def test_every_granted_role_is_allowlisted(module: Module) -> None:
+    members = list(_all_iam_members(module))
+    assert members, "no IAM grants found"
+    for rtype, name, body in members:
+        where = f"{rtype}.{name}"
+        assert not FORBIDDEN_IAM_TYPES.match(rtype), f"{where}: no project/folder/org-level grants"
+        assert rtype.endswith("_iam_member"), f"{where}: use non-authoritative *_iam_member resources"
+        role = body["role"]
+        assert "${" not in role, f"{where}: the role must be a literal so it can be audited"
+        assert role in ROLE_ALLOWLIST, f"{where}: role {role} is not allowlisted"
+        assert role not in ("roles/owner", "roles/editor")
+        assert "admin" not in role.lower(), f"{where}: {role}"
+        assert "allUsers" not in body["member"]
+        assert "allAuthenticatedUsers" not in body["member"]
+
+
+def test_no_role_string_outside_the_allowlist(module: Module, example: Module) -> None:
+    for mod in (module, example):
+        for role in re.findall(r"roles/[A-Za-z0-9_.]+", mod.text):
+            assert role in ROLE_ALLOWLIST, f"{role} appears in {mod.directory}"
+        assert "allUsers" not in mod.text
+        assert "allAuthenticatedUsers" not in mod.text
+
+
+def test_dicom_store_grants(module: Module) -> None:
+    grants = module.of_type("google_healthcare_dicom_store_iam_member")
+    by_role = {body["role"]: body for body in grants.values()}
+    assert set(by_role) == {"roles/healthcare.dicomViewer", "roles/healthcare.dicomEditor"}
+    assert by_role["roles/healthcare.dicomViewer"]["for_each"] == "${local.dicom_store_ids}"
+    editor = by_role["roles/healthcare.dicomEditor"]
+    condition = _refs(editor.get("for_each", editor.get("count")))
+    assert "var.delete_enabled" in condition, "dicomEditor must be granted only when delete_enabled"
+
+
+def test_every_delete_capable_grant_is_conditional(module: Module) -> None:
+    """dicomEditor (and the dataset-level grant used to poll deletes) only with delete_enabled."""
+    for rtype, name, body in _all_iam_members(module):
+        if body["role"] in ("roles/healthcare.dicomEditor", "roles/healthcare.datasetViewer"):
+            condition = _refs(body.get("for_each", body.get("count")))
+            assert "var.delete_enabled" in condition, f"{rtype}.{name}"
+
+
+def test_service_accounts(module: Module) -> None:
+    accounts = module.of_type("google_service_account")
+    assert {"runtime", "invoker"} <= set(accounts)
+
+
+# ---------------------------------------------------------------------------
+# Variables and outputs
+# ---------------------------------------------------------------------------
+
+
+def test_every_variable_has_description_and_type(module: Module, example: Module) -> None:
+    for mod in (module, example):
+        for name, body in mod.variables.items():
+            assert str(body.get("description", "")).strip(), f"variable {name} has no description"
+            assert body.get("type"), f"variable {name} has no type"
+
+
+def test_every_output_has_description(module: Module) -> None:
+    for name, body in module.outputs.items():
+        assert str(body.get("description", "")).strip(), f"output {name} has no description"
+
+
+def test_expected_outputs(module: Module) -> None:
+    expected = {
+        "function_name",
+        "function_uri",
+        "request_topic_id",
+        "completion_topic_id",
+        "dead_letter_topic_id",
+        "push_subscription_id",
+        "dead_letter_subscription_id",
+        "service_account_email",
+        "bucket_name",
+    }
+    assert expected <= set(module.outputs)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["dicom_store_ids", "region", "max_delivery_attempts", "bucket_archive_after_days", "project_id"],
+)
+def test_key_variables_are_validated(module: Module, variable: str) -> None:
+    assert module.variables[variable].get("validation"), f"variable {variable} has no validation"
+
+
+def _regex_of(module: Module, variable: str) -> re.Pattern[str]:
+    for validation in module.variables[variable]["validation"]:
+        found = re.search(r'regex\("((?:[^"\\]|\\.)*)"', validation["condition"])
+        if found:
+            # HCL string escapes (\\ -> \) then RE2 syntax, which Python accepts here.
+            return re.compile(found.group(1).replace("\\\\", "\\"))
+    raise AssertionError(f"no regex validation on {variable}")
+
+
+@pytest.mark.parametrize(
+    ("store_id", "valid"),
+    [
+        ("projects/p-1/locations/europe-west4/datasets/imaging/dicomStores/archive", True),
+        ("projects/p/locations/us-central1/datasets/d_1/dicomStores/s-2", True),
+        ("projects/p/locations/us-central1/datasets/d/dicomStores/", False),
+        ("projects/p/locations/us-central1/datasets/d", False),
+        ("p/us-central1/d/s", False),
+        ("projects/p/locations/l/datasets/d/dicomStores/s/dicomWeb", False),
+    ],
+)
+def test_dicom_store_id_validation(module: Module, store_id: str, valid: bool) -> None:
+    assert bool(_regex_of(module, "dicom_store_ids").match(store_id)) is valid
+
+
+def test_lifecycle_days_validation(module: Module) -> None:
+    condition = module.variables["bucket_archive_after_days"]["validation"][0]["condition"]
+    assert "== null" in condition
+    assert ">= 1" in condition
+
+
+# ---------------------------------------------------------------------------
+# Example, README, formatting
+# ---------------------------------------------------------------------------
+
+
+def test_example_uses_the_module_with_every_required_input(module: Module, example: Module) -> None:
+    assert len(example.modules) == 1
+    call = next(iter(example.modules.values()))
+    assert call["source"] == "../.."
+    required = {name for name, body in module.variables.items() if "default" not in body}
+    missing = required - set(call)
+    assert not missing, f"the example does not pass {missing}"
+    unknown = set(call) - set(module.variables) - {"source", "providers", "depends_on", "count", "for_each"}
+    assert not unknown, f"the example passes unknown inputs {unknown}"
+
+
+def test_readme_documents_the_design() -> None:
+    readme = (MODULE_DIR / "README.md").read_text(encoding="utf-8")
+    for needle in (
+        "dead-letter",
+        "dead_letter_policy",
+        "dicomEditor",
+        "operations",
+        "check.sh",
+        ".gcloudignore",
+    ):
+        assert needle in readme, f"README.md does not mention {needle}"
+
+
+def test_terraform_fmt(tmp_path: Path) -> None:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform binary not on PATH")
+    config = tmp_path / "terraformrc"
+    config.write_text("", encoding="utf-8")
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(config), "TF_IN_AUTOMATION": "1"}
+    result = subprocess.run(
+        [terraform, "fmt", "-check", "-recursive", "-no-color", str(MODULE_DIR)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"terraform fmt -check failed on:\n{result.stdout}{result.stderr}"
