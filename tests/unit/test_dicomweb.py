@@ -1,0 +1,852 @@
+"""The DICOMweb boundary against a tiny threaded HTTP server on 127.0.0.1, asserting on the requests sent."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import socket
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import urllib3.util.retry
+
+from tests.unit.fakes import DATASET, LOCATION, PROJECT, SERIES, SOP, STORE, STUDY
+from worker.dicomweb import DicomWebClient, Operation, SourceGone, accept_header, build_session
+from worker.errors import Code, PermanentError, RetryableError
+from worker.models import DicomStore, Instance, SeriesRef
+from worker.settings import Auth, Settings
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+DICOMWEB_SERIES = SeriesRef(None, STUDY, SERIES)
+HEALTHCARE_SERIES = SeriesRef(DicomStore.parse(STORE), STUDY, SERIES)
+OPERATION = f"projects/{PROJECT}/locations/{LOCATION}/datasets/{DATASET}/operations/42"
+SERIES_URL_PATH = f"/dicom-web/studies/{STUDY}/series/{SERIES}"
+ACCEPT_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+# -- the fake server ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close the connection without answering
+    delay: float = 0.0
+    content_length: int | None = None  # announce more than is sent, then close: a transfer cut short
+
+
+Responder = Callable[[Seen], Reply]
+
+
+class FakeServer:
+    """Records every request; answers with `respond` (404 for everything by default)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        self.respond: Responder = lambda seen: Reply(404)
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go in separate writes
+
+            def _handle(self) -> None:
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                seen = Seen(
+                    self.command,
+                    url.path,
+                    parse_qs(url.query, keep_blank_values=True),
+                    {k.lower(): v for k, v in self.headers.items()},
+                )
+                with owner._lock:
+                    owner.seen.append(seen)
+                reply = owner.respond(seen)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if reply.drop:
+                    self.close_connection = True
+                    return
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                if reply.status != 204:
+                    length = reply.content_length if reply.content_length is not None else len(reply.body)
+                    self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.wfile.write(reply.body)
+                if reply.content_length is not None:
+                    self.close_connection = True
+
+            do_GET = do_DELETE = do_POST = do_HEAD = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.01,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def replies(self, *replies: Reply) -> None:
+        """Answer with these replies in turn, repeating the last one."""
+        queue = list(replies)
+
+        def respond(seen: Seen) -> Reply:
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+        self.respond = respond
+
+
+@pytest.fixture(autouse=True)
+def backoff_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """urllib3's sleeps between retries, recorded instead of slept (the retry rule itself is unchanged)."""
+    sleeps: list[float] = []
+    fake_time = types.SimpleNamespace(time=time.time, sleep=sleeps.append)
+    monkeypatch.setattr(urllib3.util.retry, "time", fake_time)
+    return sleeps
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    fake = FakeServer()
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def other_server() -> Iterator[FakeServer]:
+    fake = FakeServer()
+    fake.respond = lambda seen: Reply(200, b"[]")
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def connect(server: FakeServer) -> Iterator[Callable[..., DicomWebClient]]:
+    """`connect(**settings)`: a client of the fake server with the real sessions (closed at teardown)."""
+    sessions: list[requests.Session] = []
+
+    def make(**changes: Any) -> DicomWebClient:
+        values: dict[str, Any] = {
+            "dicomweb_url": f"{server.url}/dicom-web",
+            "dicomweb_auth": Auth.NONE,
+            "retry_total": 2,
+            "http_timeout_seconds": 5.0,
+            **changes,
+        }
+        settings = Settings(**values)
+        session, delete_session = build_session(settings), build_session(settings, delete=True)
+        sessions.extend((session, delete_session))
+        return DicomWebClient(settings, session, delete_session)
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+@pytest.fixture
+def client(connect: Callable[..., DicomWebClient]) -> DicomWebClient:
+    return connect()
+
+
+# -- QIDO helpers ---------------------------------------------------------------------------------
+
+
+def uid_element(value: object) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]}
+
+
+def qido(
+    sop: object, *, number: object = None, study: object = STUDY, series: object = SERIES
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "0020000D": uid_element(study),
+        "0020000E": uid_element(series),
+        "00080018": uid_element(sop),
+        "00080016": uid_element(CT_IMAGE),
+    }
+    if number is not None:
+        item["00200013"] = {"vr": "IS", "Value": [number]}
+    return item
+
+
+def sops(count: int) -> list[str]:
+    return [f"{SOP}.{n}" for n in range(1, count + 1)]
+
+
+def json_reply(body: object) -> Reply:
+    return Reply(200, json.dumps(body).encode(), {"Content-Type": "application/dicom+json"})
+
+
+def paged(items: list[dict[str, Any]], *, ignore_offset: bool = False) -> Responder:
+    """A QIDO server over `items` that honours limit (and offset, unless told to ignore it)."""
+
+    def respond(seen: Seen) -> Reply:
+        limit = int(seen.query["limit"][0])
+        offset = 0 if ignore_offset else int(seen.query["offset"][0])
+        page = items[offset : offset + limit]
+        return json_reply(page) if page else Reply(204)
+
+    return respond
+
+
+def multipart(*bodies: bytes, boundary: str = "dicom-b0undary") -> Reply:
+    out = b""
+    for body in bodies:
+        out += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + body + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return Reply(200, out, {"Content-Type": content_type})
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+
+def test_paging_sends_an_explicit_limit_and_increasing_offsets(
+    server: FakeServer, client: DicomWebClient
+) -> None:
+    server.respond = paged([qido(sop, number=n) for n, sop in enumerate(sops(5), 1)])
+
+    instances = client.search_instances(DICOMWEB_SERIES, page_size=2)
+
+    assert [i.sop_uid for i in instances] == sops(5)
+    assert [s.query["offset"] for s in server.seen] == [["0"], ["2"], ["4"], ["5"]]
+    for seen in server.seen:
+        assert seen.method == "GET"
+        assert seen.path == f"{SERIES_URL_PATH}/instances"
+        assert seen.query["limit"] == ["2"]
+        assert seen.query["includefield"] == ["00080016", "00200013"]
+        assert seen.headers["accept"] == "application/dicom+json"
+
+
+def test_search_result_values(server: FakeServer, client: DicomWebClient) -> None:
+    server.respond = paged([qido(f"{SOP}.1", number=7), qido(f"{SOP}.2", number="12"), qido(f"{SOP}.3")])
+
+    instances = client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert instances == [
+        Instance(STUDY, SERIES, f"{SOP}.1", CT_IMAGE, 7),
+        Instance(STUDY, SERIES, f"{SOP}.2", CT_IMAGE, 12),
+        Instance(STUDY, SERIES, f"{SOP}.3", CT_IMAGE, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(204), Reply(200, b"[]"), Reply(200, b""), Reply(200, b" \r\n")],
+    ids=["204", "200-empty-array", "200-empty-body", "200-blank-body"],
+)
+def test_no_match_means_no_instances(server: FakeServer, client: DicomWebClient, reply: Reply) -> None:
+    server.replies(reply)
+
+    assert client.search_instances(DICOMWEB_SERIES, page_size=100) == []
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize(("count", "page_size"), [(12, 5), (10, 5), (5, 5), (1, 1), (7, 1)])
+def test_a_series_larger_than_one_page_comes_back_whole(
+    server: FakeServer, client: DicomWebClient, count: int, page_size: int
+) -> None:
+    server.respond = paged([qido(sop) for sop in sops(count)])
+
+    instances = client.search_instances(DICOMWEB_SERIES, page_size=page_size)
+
+    assert [i.sop_uid for i in instances] == sops(count)
+
+
+def test_overlapping_pages_give_no_duplicates(server: FakeServer, client: DicomWebClient) -> None:
+    items = [qido(sop) for sop in sops(6)]
+
+    def respond(seen: Seen) -> Reply:
+        offset = int(seen.query["offset"][0])
+        page = items[max(0, offset - 1) : offset + 3]  # each page repeats the last of the one before
+        return json_reply(page) if offset < len(items) else Reply(204)
+
+    server.respond = respond
+
+    instances = client.search_instances(DICOMWEB_SERIES, page_size=3)
+
+    assert sorted(i.sop_uid for i in instances) == sorted(sops(6))
+
+
+def test_server_ignoring_offset_with_a_full_page_is_search_incomplete(
+    server: FakeServer, client: DicomWebClient
+) -> None:
+    server.respond = paged([qido(sop) for sop in sops(5)], ignore_offset=True)
+
+    with pytest.raises(PermanentError) as error:
+        client.search_instances(DICOMWEB_SERIES, page_size=2)
+
+    assert error.value.code is Code.SEARCH_INCOMPLETE
+    assert "ignores offset" in error.value.message
+    assert len(server.seen) == 2
+
+
+def test_server_ignoring_offset_with_a_short_page_returns_it_once(
+    server: FakeServer, client: DicomWebClient
+) -> None:
+    server.respond = paged([qido(sop) for sop in sops(3)], ignore_offset=True)
+
+    instances = client.search_instances(DICOMWEB_SERIES, page_size=10)
+
+    assert [i.sop_uid for i in instances] == sops(3)
+    assert len(server.seen) == 2
+
+
+def test_results_of_another_series_are_skipped(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(
+        json_reply(
+            [
+                qido(f"{SOP}.1"),
+                qido(f"{SOP}.2", series=f"{SERIES}.9"),
+                qido(f"{SOP}.3", study=f"{STUDY}.9"),
+                qido(f"{SOP}.4", series=SERIES[:-1]),
+                {"00080018": uid_element(f"{SOP}.5")},  # no study or series: taken to be of the searched one
+            ]
+        ),
+        Reply(204),
+    )
+
+    instances = client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert [i.sop_uid for i in instances] == [f"{SOP}.1", f"{SOP}.5"]
+
+
+def test_malicious_or_malformed_results_are_skipped(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(
+        json_reply(
+            [
+                qido("../../x"),
+                qido(f"{SOP}/../../x"),
+                qido(f"{SOP}?x=1"),
+                qido(f"{SOP}%2F.."),
+                qido(""),
+                qido(None),
+                qido(42),
+                qido("1." + "2" * 70),
+                {"00080018": {"vr": "UI"}},
+                {"00080018": {"vr": "UI", "Value": []}},
+                {"00080018": "1.2.3"},
+                ["00080018", "1.2.3"],
+                "1.2.3",
+                None,
+                qido(f"{SOP}.1", number="seven"),
+            ]
+        ),
+        Reply(204),
+    )
+
+    instances = client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert instances == [Instance(STUDY, SERIES, f"{SOP}.1", CT_IMAGE, None)]
+
+
+def test_an_instance_number_out_of_range_is_ignored(server: FakeServer, client: DicomWebClient) -> None:
+    """JSON allows 1e999 (Python reads it as infinity); the instance is still listed, without a number."""
+    page = json.dumps([qido(f"{SOP}.1", number=0)]).replace('"Value": [0]', '"Value": [1e999]')
+    server.replies(Reply(200, page.encode()), Reply(204))
+
+    instances = client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert instances == [Instance(STUDY, SERIES, f"{SOP}.1", CT_IMAGE, None)]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [(b"<html>busy</html>", "the search response is not JSON"), (b'{"a": 1}', "not a JSON array")],
+)
+def test_a_search_response_that_is_not_a_json_array_is_retryable(
+    server: FakeServer, client: DicomWebClient, body: bytes, message: str
+) -> None:
+    server.replies(Reply(200, body))
+
+    with pytest.raises(RetryableError, match=message):
+        client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+
+def test_search_against_the_healthcare_api_root(
+    server: FakeServer, connect: Callable[..., DicomWebClient]
+) -> None:
+    client = connect(dicomweb_url=None, healthcare_api_url=f"{server.url}/v1")
+    server.replies(json_reply([qido(f"{SOP}.1")]), Reply(204))
+
+    assert len(client.search_instances(HEALTHCARE_SERIES, page_size=10)) == 1
+    assert server.seen[0].path == f"/v1/{STORE}/dicomWeb/studies/{STUDY}/series/{SERIES}/instances"
+
+
+def test_a_healthcare_series_is_refused_by_a_dicomweb_url_worker(
+    server: FakeServer, client: DicomWebClient
+) -> None:
+    with pytest.raises(PermanentError) as error:
+        client.search_instances(HEALTHCARE_SERIES, page_size=10)
+
+    assert error.value.code is Code.STORE_NOT_ALLOWED
+    assert "give the series as studies/{study}/series/{series}" in error.value.message
+    assert server.seen == []
+
+
+def test_a_dicomweb_series_is_refused_by_a_healthcare_worker(
+    server: FakeServer, connect: Callable[..., DicomWebClient]
+) -> None:
+    client = connect(dicomweb_url=None, healthcare_api_url=f"{server.url}/v1")
+
+    with pytest.raises(PermanentError) as error:
+        client.search_instances(DICOMWEB_SERIES, page_size=10)
+
+    assert error.value.code is Code.INVALID_REQUEST
+    assert "must name its DICOM store" in error.value.message
+    assert server.seen == []
+
+
+# -- retries and refusals -------------------------------------------------------------------------
+
+
+def test_503_with_retry_after_then_200_succeeds(
+    server: FakeServer, client: DicomWebClient, backoff_sleeps: list[float]
+) -> None:
+    server.replies(Reply(503, headers={"Retry-After": "3"}), json_reply([qido(f"{SOP}.1")]), Reply(204))
+
+    instances = client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert [i.sop_uid for i in instances] == [f"{SOP}.1"]
+    assert [s.query["offset"] for s in server.seen] == [["0"], ["0"], ["1"]]
+    assert backoff_sleeps == [3.0]
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_transient_status_forever_is_retryable(
+    server: FakeServer, client: DicomWebClient, status: int
+) -> None:
+    server.replies(Reply(status, headers={"Retry-After": "0"}))
+
+    with pytest.raises(RetryableError) as error:
+        client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert str(error.value) == f"GET answered {status} after retries"
+    assert len(server.seen) == 3  # the request and retry_total=2 retries
+
+
+def test_retries_back_off(
+    server: FakeServer, connect: Callable[..., DicomWebClient], backoff_sleeps: list[float]
+) -> None:
+    server.replies(Reply(503))
+
+    with pytest.raises(RetryableError):
+        connect(retry_total=4).search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert len(server.seen) == 5
+    assert len(backoff_sleeps) >= 3  # the first retry may go at once; the later ones wait
+    assert all(later > earlier for earlier, later in itertools.pairwise(backoff_sleeps))
+    assert max(backoff_sleeps) <= 20
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 406, 409, 410, 302])
+def test_refusals_are_permanent_and_not_retried(
+    server: FakeServer, client: DicomWebClient, status: int
+) -> None:
+    server.replies(Reply(status))
+
+    with pytest.raises(PermanentError) as error:
+        client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert error.value.code is Code.SOURCE_REFUSED
+    assert error.value.message == f"the DICOMweb server refused GET with {status}"
+    assert len(server.seen) == 1
+
+
+def test_404_is_source_gone(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(Reply(404))
+
+    with pytest.raises(SourceGone):
+        client.search_instances(DICOMWEB_SERIES, page_size=100)
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirects_are_not_followed(
+    server: FakeServer, other_server: FakeServer, client: DicomWebClient, status: int
+) -> None:
+    server.replies(Reply(status, headers={"Location": f"{other_server.url}/dicom-web/studies"}))
+
+    with pytest.raises(PermanentError) as error:
+        client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert error.value.code is Code.SOURCE_REFUSED
+    assert other_server.seen == []
+    assert len(server.seen) == 1
+
+
+def test_a_delete_redirect_is_not_followed(
+    server: FakeServer, other_server: FakeServer, client: DicomWebClient
+) -> None:
+    server.replies(Reply(307, headers={"Location": f"{other_server.url}/dicom-web/studies/1/series/2"}))
+
+    with pytest.raises(PermanentError):
+        client.delete_series(DICOMWEB_SERIES)
+
+    assert other_server.seen == []
+
+
+def test_connection_refused_is_retryable(connect: Callable[..., DicomWebClient]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = connect(dicomweb_url=f"http://127.0.0.1:{port}/dicom-web", retry_total=0)
+
+    with pytest.raises(RetryableError, match="GET to the DICOMweb server failed: ConnectionError"):
+        client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+
+def test_a_timeout_is_retryable(server: FakeServer, connect: Callable[..., DicomWebClient]) -> None:
+    client = connect(http_timeout_seconds=0.2, retry_total=0)
+    server.replies(Reply(200, b"[]", delay=1.0))
+
+    with pytest.raises(RetryableError, match="GET to the DICOMweb server failed"):
+        client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+
+def test_a_dropped_search_is_retried(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(Reply(drop=True), Reply(204))
+
+    assert client.search_instances(DICOMWEB_SERIES, page_size=100) == []
+    assert len(server.seen) == 2
+
+
+def test_proxy_variables_of_the_environment_are_ignored(
+    server: FakeServer, connect: Callable[..., DicomWebClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    client = connect(retry_total=0)
+    server.replies(Reply(204))
+
+    assert client.search_instances(DICOMWEB_SERIES, page_size=100) == []
+    assert len(server.seen) == 1
+
+
+# -- authentication -------------------------------------------------------------------------------
+
+
+def test_no_authentication_header_with_auth_none(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(Reply(204))
+
+    client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert "authorization" not in server.seen[0].headers
+
+
+def test_basic_authentication(server: FakeServer, connect: Callable[..., DicomWebClient]) -> None:
+    client = connect(dicomweb_auth=Auth.BASIC, dicomweb_username="orthanc", dicomweb_secret="pa:ss")
+    server.replies(Reply(204))
+
+    client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    expected = "Basic " + base64.b64encode(b"orthanc:pa:ss").decode()
+    assert server.seen[0].headers["authorization"] == expected
+
+
+def test_bearer_authentication_on_every_kind_of_request(
+    server: FakeServer, connect: Callable[..., DicomWebClient]
+) -> None:
+    client = connect(dicomweb_auth=Auth.BEARER, dicomweb_secret="tok-123")
+    server.replies(Reply(204))
+
+    client.search_instances(DICOMWEB_SERIES, page_size=100)
+    client.delete_series(DICOMWEB_SERIES)
+
+    assert [s.headers["authorization"] for s in server.seen] == ["Bearer tok-123", "Bearer tok-123"]
+
+
+# -- retrieve -------------------------------------------------------------------------------------
+
+
+def test_accept_header_quotes_only_the_type() -> None:
+    assert accept_header("*") == ACCEPT_STORED
+    assert accept_header("1.2.840.10008.1.2.1") == (
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
+    )
+
+
+def test_retrieve_series_streams_every_part_byte_exact(server: FakeServer, client: DicomWebClient) -> None:
+    bodies = [b"\x00" * 128 + b"DICM" + bytes(range(256)) * 40, b"second\r\n--not-a-boundary\r\n", b""]
+    server.replies(multipart(*bodies))
+
+    with client.retrieve_series(DICOMWEB_SERIES, "*") as parts:
+        received = [part.read() for part in parts]
+
+    assert received == bodies
+    (seen,) = server.seen
+    assert seen.method == "GET"
+    assert seen.path == SERIES_URL_PATH
+    assert seen.query == {}
+    assert seen.headers["accept"] == ACCEPT_STORED
+
+
+def test_retrieve_instance(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(multipart(b"the instance"))
+
+    with client.retrieve_instance(DICOMWEB_SERIES, SOP, "*") as part:
+        assert part.read() == b"the instance"
+
+    (seen,) = server.seen
+    assert seen.path == f"{SERIES_URL_PATH}/instances/{SOP}"
+    assert seen.headers["accept"] == ACCEPT_STORED
+
+
+def test_retrieve_with_a_transfer_syntax(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(multipart(b"x"))
+
+    with client.retrieve_instance(DICOMWEB_SERIES, SOP, "1.2.840.10008.1.2.1") as part:
+        part.read()
+
+    assert server.seen[0].headers["accept"] == accept_header("1.2.840.10008.1.2.1")
+
+
+def test_retrieve_of_an_absent_instance_is_source_gone(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(Reply(404))
+
+    with pytest.raises(SourceGone), client.retrieve_instance(DICOMWEB_SERIES, SOP, "*"):
+        pass
+
+
+def test_retrieve_503_then_200_is_retried(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(Reply(503, headers={"Retry-After": "0"}), multipart(b"body"))
+
+    with client.retrieve_instance(DICOMWEB_SERIES, SOP, "*") as part:
+        assert part.read() == b"body"
+    assert len(server.seen) == 2
+
+
+def test_retrieve_of_a_response_that_is_not_multipart(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(Reply(200, b"DICM", {"Content-Type": "application/dicom"}))
+
+    with (
+        pytest.raises(RetryableError, match="the retrieve response is not multipart/related"),
+        client.retrieve_series(DICOMWEB_SERIES, "*"),
+    ):
+        pass
+
+
+def test_a_retrieve_cut_between_parts_is_retryable(server: FakeServer, client: DicomWebClient) -> None:
+    whole = multipart(b"first", b"second")
+    server.replies(Reply(200, whole.body[: whole.body.index(b"second") - 8], whole.headers))
+
+    with (
+        pytest.raises(RetryableError, match="the retrieve response broke off: MultipartTruncatedError"),
+        client.retrieve_series(DICOMWEB_SERIES, "*") as parts,
+    ):
+        for part in parts:
+            part.read()
+
+
+def test_a_retrieve_cut_inside_a_part_is_retryable(server: FakeServer, client: DicomWebClient) -> None:
+    """Where a large transfer usually breaks: reading the part, not asking for the next one."""
+    whole = multipart(b"first", b"second" * 1000)
+    server.replies(Reply(200, whole.body[: whole.body.index(b"second") + 3000], whole.headers))
+
+    with (
+        pytest.raises(RetryableError, match="broke off"),
+        client.retrieve_series(DICOMWEB_SERIES, "*") as parts,
+    ):
+        for part in parts:
+            part.read()
+
+
+def test_a_connection_dropped_inside_an_instance_is_retryable(
+    server: FakeServer, client: DicomWebClient
+) -> None:
+    """The first megabyte arrives (the part starts), then the connection drops while the part is read."""
+    whole = multipart(b"x" * (3 * 1024 * 1024))
+    server.replies(Reply(200, whole.body[: 2 * 1024 * 1024], whole.headers, content_length=len(whole.body)))
+
+    with (
+        pytest.raises(RetryableError, match="broke off"),
+        client.retrieve_instance(DICOMWEB_SERIES, SOP, "*") as part,
+    ):
+        part.read()
+
+
+def test_an_instance_response_with_no_part_is_retryable(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(multipart())
+
+    with (
+        pytest.raises(RetryableError, match="the instance response held no part"),
+        client.retrieve_instance(DICOMWEB_SERIES, SOP, "*"),
+    ):
+        pass
+
+
+def test_an_instance_response_with_two_parts_is_retryable(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(multipart(b"one", b"two"))
+
+    with (
+        pytest.raises(RetryableError, match="the instance response held more than one part"),
+        client.retrieve_instance(DICOMWEB_SERIES, SOP, "*") as part,
+    ):
+        part.read()
+
+
+def test_metadata_is_streamed(server: FakeServer, client: DicomWebClient) -> None:
+    body = json.dumps([qido(sop) for sop in sops(50)]).encode()
+    server.replies(json_reply(json.loads(body)))
+
+    assert b"".join(client.metadata(DICOMWEB_SERIES)) == body
+    assert server.seen[0].path == f"{SERIES_URL_PATH}/metadata"
+    assert server.seen[0].headers["accept"] == "application/dicom+json"
+
+
+# -- delete ---------------------------------------------------------------------------------------
+
+
+def test_delete_returns_the_operation(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(json_reply({"name": OPERATION, "metadata": {"apiMethodName": "DeleteSeries"}}))
+
+    assert client.delete_series(DICOMWEB_SERIES) == Operation(OPERATION, False, None)
+    (seen,) = server.seen
+    assert seen.method == "DELETE"
+    assert seen.path == SERIES_URL_PATH
+
+
+@pytest.mark.parametrize("reply", [Reply(200), Reply(204), Reply(200, b"{}"), Reply(202, b"[]")])
+def test_a_synchronous_delete_returns_none(server: FakeServer, client: DicomWebClient, reply: Reply) -> None:
+    server.replies(reply)
+
+    assert client.delete_series(DICOMWEB_SERIES) is None
+
+
+def test_delete_of_an_absent_series_is_source_gone(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(Reply(404))
+
+    with pytest.raises(SourceGone):
+        client.delete_series(DICOMWEB_SERIES)
+
+
+@pytest.mark.parametrize("status", [405, 501])
+def test_delete_not_supported(server: FakeServer, client: DicomWebClient, status: int) -> None:
+    server.replies(Reply(status))
+
+    with pytest.raises(PermanentError) as error:
+        client.delete_series(DICOMWEB_SERIES)
+
+    assert error.value.code is Code.DELETE_NOT_SUPPORTED
+    assert error.value.message == f"the DICOMweb server does not support DELETE (it answered {status})"
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize("status", [400, 403, 409])
+def test_delete_refused(server: FakeServer, client: DicomWebClient, status: int) -> None:
+    server.replies(Reply(status))
+
+    with pytest.raises(PermanentError) as error:
+        client.delete_series(DICOMWEB_SERIES)
+
+    assert error.value.code is Code.SOURCE_REFUSED
+    assert error.value.message == f"the DICOMweb server refused DELETE with {status}"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_delete_refused_outright_is_retried(server: FakeServer, client: DicomWebClient, status: int) -> None:
+    server.replies(Reply(status, headers={"Retry-After": "0"}), json_reply({"name": OPERATION}))
+
+    assert client.delete_series(DICOMWEB_SERIES) == Operation(OPERATION, False, None)
+    assert [s.method for s in server.seen] == ["DELETE", "DELETE"]
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 408])
+def test_delete_that_may_have_started_is_not_retried(
+    server: FakeServer, client: DicomWebClient, status: int
+) -> None:
+    server.replies(Reply(status), json_reply({"name": OPERATION}))
+
+    with pytest.raises(RetryableError, match=f"DELETE answered {status}"):
+        client.delete_series(DICOMWEB_SERIES)
+
+    assert [s.method for s in server.seen] == ["DELETE"]
+
+
+def test_dropped_delete_is_not_retried(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(Reply(drop=True), json_reply({"name": OPERATION}))
+
+    with pytest.raises(RetryableError, match="DELETE to the DICOMweb server failed"):
+        client.delete_series(DICOMWEB_SERIES)
+
+    assert [s.method for s in server.seen] == ["DELETE"]
+
+
+def test_delete_answer_that_is_not_json_is_retryable(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(Reply(200, b"<html>ok</html>"))
+
+    with pytest.raises(RetryableError, match="the delete response is not JSON"):
+        client.delete_series(DICOMWEB_SERIES)
+
+
+# -- operations -----------------------------------------------------------------------------------
+
+
+def test_get_operation(server: FakeServer, connect: Callable[..., DicomWebClient]) -> None:
+    client = connect(dicomweb_url=None, healthcare_api_url=f"{server.url}/v1")
+    error = {"code": 5, "message": "not found"}
+    server.replies(json_reply({"name": OPERATION, "done": True, "error": error}))
+
+    assert client.get_operation(OPERATION) == Operation(OPERATION, True, error)
+    assert server.seen[0].path == f"/v1/{OPERATION}"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"oops", "the operation response is not JSON"),
+        (b'{"done": true}', "the operation response has no name"),
+    ],
+)
+def test_malformed_operation_is_retryable(
+    server: FakeServer, connect: Callable[..., DicomWebClient], body: bytes, message: str
+) -> None:
+    client = connect(dicomweb_url=None, healthcare_api_url=f"{server.url}/v1")
+    server.replies(Reply(200, body))
+
+    with pytest.raises(RetryableError, match=message):
+        client.get_operation(OPERATION)
