@@ -219,7 +219,9 @@ class DicomWebClient:
     # -- retrieve -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def retrieve_instance(self, series: SeriesRef, sop_uid: str, transfer_syntax: str) -> Iterator[Part]:
+    def retrieve_instance(
+        self, series: SeriesRef, sop_uid: str, transfer_syntax: str
+    ) -> Iterator[StreamedPart]:
         """The one part of a RetrieveInstance response, streamed; raises SourceGone on 404."""
         url = f"{self.root(series)}/{series.dicomweb_path}/instances/{sop_uid}"
         with self._retrieve(url, transfer_syntax) as parts:
@@ -231,21 +233,22 @@ class DicomWebClient:
                 raise RetryableError("the instance response held more than one part")
 
     @contextlib.contextmanager
-    def retrieve_series(self, series: SeriesRef, transfer_syntax: str) -> Iterator[Iterator[Part]]:
+    def retrieve_series(self, series: SeriesRef, transfer_syntax: str) -> Iterator[Iterator[StreamedPart]]:
         """The parts of a RetrieveSeries response, each streamed as the body arrives."""
         url = f"{self.root(series)}/{series.dicomweb_path}"
         with self._retrieve(url, transfer_syntax) as parts:
             yield parts
 
     @contextlib.contextmanager
-    def _retrieve(self, url: str, transfer_syntax: str) -> Iterator[Iterator[Part]]:
+    def _retrieve(self, url: str, transfer_syntax: str) -> Iterator[Iterator[StreamedPart]]:
         headers = {"Accept": accept_header(transfer_syntax)}
         with self._request("GET", url, headers=headers, stream=True) as response:
             try:
                 boundary = boundary_from_content_type(response.headers.get("Content-Type", ""))
             except MultipartError as error:
                 raise RetryableError(f"the retrieve response is not multipart/related: {error}") from None
-            yield _translate_stream(iter_parts(response.iter_content(CHUNK_BYTES), boundary))
+            chunks = _translate_chunks(response.iter_content(CHUNK_BYTES))
+            yield _translate_stream(iter_parts(chunks, boundary))
 
     def metadata(self, series: SeriesRef) -> Iterator[bytes]:
         """The series' metadata (DICOM JSON) as byte chunks."""
@@ -317,11 +320,29 @@ def check_status(response: requests.Response, method: str, *, not_supported: boo
     raise PermanentError(Code.SOURCE_REFUSED, f"the DICOMweb server refused {method} with {status}")
 
 
-def _translate_stream(parts: Iterator[Part]) -> Iterator[Part]:
-    """A body that breaks mid-stream is a transient failure; one that is malformed is too (truncation)."""
+class StreamedPart:
+    """One part of a retrieve response: its headers and its body as chunks, streamed as it arrives.
+
+    A body cut short (the connection dropped, the closing delimiter missing) raises RetryableError,
+    never a short last chunk taken for the end.
+    """
+
+    def __init__(self, part: Part) -> None:
+        self.headers: Mapping[str, str] = part.headers
+        self._part = part
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        try:
+            yield from self._part.iter_chunks()
+        except MultipartError as error:
+            raise RetryableError(f"the retrieve response broke off: {type(error).__name__}") from None
+
+
+def _translate_stream(parts: Iterator[Part]) -> Iterator[StreamedPart]:
     try:
-        yield from parts
-    except (requests.RequestException, MultipartError) as error:
+        for part in parts:
+            yield StreamedPart(part)
+    except MultipartError as error:
         raise RetryableError(f"the retrieve response broke off: {type(error).__name__}") from None
 
 
@@ -355,7 +376,7 @@ def _instance_from_json(item: object, series: SeriesRef) -> Instance | None:
     number = _first_value(item, _INSTANCE_NUMBER)
     try:
         number = int(number) if number is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = None
     try:
         return Instance(

@@ -123,7 +123,7 @@ def parse_request(message: Message) -> SeriesRequest:
         return _from_notification(stripped, message)
     try:
         body = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, and numbers too long to convert
         raise PermanentError(Code.INVALID_MESSAGE, "message data is not JSON") from None
     if not isinstance(body, dict):
         raise PermanentError(Code.INVALID_MESSAGE, "message data must be a JSON object")

@@ -21,10 +21,10 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 
 from worker.app import HandedOn, Job, Outcome
-from worker.dicomweb import SourceGone
+from worker.dicomweb import SourceGone, StreamedPart
 from worker.errors import Code, PermanentError, RetryableError
 from worker.models import GcsLocation, Instance
-from worker.multipart import Part, content_type_params
+from worker.multipart import content_type_params
 from worker.part10 import peek_file_meta
 from worker.request import Mode
 from worker.search import find_instances, series_folder
@@ -222,7 +222,7 @@ class SeriesCopy:
         except SourceGone:
             raise PermanentError(Code.SERIES_NOT_FOUND, "the series is not found (404)") from None
 
-    def _store_streamed(self, instance: Instance, part: Part, chunks: Iterator[bytes]) -> Copied:
+    def _store_streamed(self, instance: Instance, part: StreamedPart, chunks: Iterator[bytes]) -> Copied:
         existing = self.job.storage.stat(self.destination.bucket, self.object_name(instance.sop_uid))
         if existing is not None:
             return self.settle_existing(existing, instance, chunks)

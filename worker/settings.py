@@ -191,7 +191,10 @@ def _secret(env: Mapping[str, str], name: str) -> str:
     path = env.get(f"{name}_FILE")
     if path:
         try:
-            return Path(path).read_text(encoding="utf-8").strip()
+            secret = Path(path).read_text(encoding="utf-8").strip()
         except OSError:
             raise SettingsError(f"{name}_FILE cannot be read") from None
+        if not secret:
+            raise SettingsError(f"{name}_FILE is empty")
+        return secret
     raise SettingsError(f"{name} or {name}_FILE is required")

@@ -615,7 +615,7 @@ def test_retrieve_series_streams_every_part_byte_exact(server: FakeServer, clien
     server.replies(multipart(*bodies))
 
     with client.retrieve_series(DICOMWEB_SERIES, "*") as parts:
-        received = [part.read() for part in parts]
+        received = [b"".join(part.iter_chunks()) for part in parts]
 
     assert received == bodies
     (seen,) = server.seen
@@ -629,7 +629,7 @@ def test_retrieve_instance(server: FakeServer, client: DicomWebClient) -> None:
     server.replies(multipart(b"the instance"))
 
     with client.retrieve_instance(DICOMWEB_SERIES, SOP, "*") as part:
-        assert part.read() == b"the instance"
+        assert b"".join(part.iter_chunks()) == b"the instance"
 
     (seen,) = server.seen
     assert seen.path == f"{SERIES_URL_PATH}/instances/{SOP}"
@@ -640,7 +640,7 @@ def test_retrieve_with_a_transfer_syntax(server: FakeServer, client: DicomWebCli
     server.replies(multipart(b"x"))
 
     with client.retrieve_instance(DICOMWEB_SERIES, SOP, "1.2.840.10008.1.2.1") as part:
-        part.read()
+        b"".join(part.iter_chunks())
 
     assert server.seen[0].headers["accept"] == accept_header("1.2.840.10008.1.2.1")
 
@@ -656,7 +656,7 @@ def test_retrieve_503_then_200_is_retried(server: FakeServer, client: DicomWebCl
     server.replies(Reply(503, headers={"Retry-After": "0"}), multipart(b"body"))
 
     with client.retrieve_instance(DICOMWEB_SERIES, SOP, "*") as part:
-        assert part.read() == b"body"
+        assert b"".join(part.iter_chunks()) == b"body"
     assert len(server.seen) == 2
 
 
@@ -679,7 +679,7 @@ def test_a_retrieve_cut_between_parts_is_retryable(server: FakeServer, client: D
         client.retrieve_series(DICOMWEB_SERIES, "*") as parts,
     ):
         for part in parts:
-            part.read()
+            b"".join(part.iter_chunks())
 
 
 def test_a_retrieve_cut_inside_a_part_is_retryable(server: FakeServer, client: DicomWebClient) -> None:
@@ -692,7 +692,7 @@ def test_a_retrieve_cut_inside_a_part_is_retryable(server: FakeServer, client: D
         client.retrieve_series(DICOMWEB_SERIES, "*") as parts,
     ):
         for part in parts:
-            part.read()
+            b"".join(part.iter_chunks())
 
 
 def test_a_connection_dropped_inside_an_instance_is_retryable(
@@ -706,7 +706,7 @@ def test_a_connection_dropped_inside_an_instance_is_retryable(
         pytest.raises(RetryableError, match="broke off"),
         client.retrieve_instance(DICOMWEB_SERIES, SOP, "*") as part,
     ):
-        part.read()
+        b"".join(part.iter_chunks())
 
 
 def test_an_instance_response_with_no_part_is_retryable(server: FakeServer, client: DicomWebClient) -> None:
@@ -726,7 +726,7 @@ def test_an_instance_response_with_two_parts_is_retryable(server: FakeServer, cl
         pytest.raises(RetryableError, match="the instance response held more than one part"),
         client.retrieve_instance(DICOMWEB_SERIES, SOP, "*") as part,
     ):
-        part.read()
+        b"".join(part.iter_chunks())
 
 
 def test_metadata_is_streamed(server: FakeServer, client: DicomWebClient) -> None:
