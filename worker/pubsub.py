@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,13 +16,15 @@ class Publisher:
 
     def __init__(self, client: Any = None) -> None:
         self._client = client
+        self._lock = threading.Lock()
 
     def _get(self) -> Any:
-        if self._client is None:
-            from google.cloud import pubsub_v1
+        with self._lock:
+            if self._client is None:
+                from google.cloud import pubsub_v1
 
-            self._client = pubsub_v1.PublisherClient()
-        return self._client
+                self._client = pubsub_v1.PublisherClient()
+            return self._client
 
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
         """Publish one message and wait for its id; any failure is retryable (the work is idempotent)."""

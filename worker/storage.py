@@ -74,31 +74,38 @@ class ChecksummingReader(io.RawIOBase):
     def tell(self) -> int:
         return self._position
 
-    def readinto(self, buffer: Any) -> int:
+    def _fill(self) -> bool:
+        """Take the next chunk when the current one is used up; False at the end of the stream."""
         while not self._pending:
             chunk = next(self._chunks, None)
             if chunk is None:
-                return 0
+                return False
             self._checksum.update(chunk)
             self._taken += len(chunk)
             self._pending = memoryview(chunk)
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._fill():
+            return 0
         count = min(len(buffer), len(self._pending))
         buffer[:count] = self._pending[:count]
         self._pending = self._pending[count:]
         self._position += count
         return count
 
-    def read_up_to(self, limit: int) -> bytes:
-        """Up to `limit` bytes, fewer only at the end of the stream."""
-        parts = []
-        remaining = limit
-        while remaining:
-            piece = self.read(remaining)
-            if not piece:
-                break
-            parts.append(piece)
-            remaining -= len(piece)
-        return b"".join(parts)
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Exactly `size` bytes, fewer only at the end: a resumable upload takes a short read for the end."""
+        pieces: list[memoryview] = []
+        remaining = size if size is not None and size >= 0 else None
+        while (remaining is None or remaining > 0) and self._fill():
+            piece = self._pending if remaining is None else self._pending[:remaining]
+            pieces.append(piece)
+            self._pending = self._pending[len(piece) :]
+            self._position += len(piece)
+            if remaining is not None:
+                remaining -= len(piece)
+        return b"".join(pieces)
 
     @property
     def size(self) -> int:
@@ -139,7 +146,7 @@ class Storage:
     ) -> StoredObject:
         """Create `name` from the chunks, create-only; raises ObjectExists if it is already there."""
         reader = ChecksummingReader(chunks)
-        head = reader.read_up_to(SMALL_OBJECT_BYTES + 1)
+        head = reader.read(SMALL_OBJECT_BYTES + 1)
         blob = self._client.bucket(bucket).blob(name, chunk_size=RESUMABLE_CHUNK_BYTES)
         blob.metadata = dict(metadata)
         try:

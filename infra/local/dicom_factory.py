@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import requests
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 PATIENT_NAME = "Doe^Jane^Synthetic"  # tests assert that this never reaches a log line or an event
 
@@ -33,7 +33,7 @@ def make_instance(
     """One valid Part 10 Secondary Capture instance whose pixel data is `pixel_bytes` long."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -104,3 +104,44 @@ def stow(
                 timeout=120,
             )
             response.raise_for_status()
+
+
+def pydicom_test_series() -> tuple[Series, list[bytes]]:
+    """Every DICOM file shipped in pydicom's test data that can be regrouped into one new series.
+
+    Study, series and SOP instance UIDs are replaced; everything else, compressed pixel data included,
+    is kept, so the series spans many transfer syntaxes (JPEG, JPEG 2000, JPEG-LS, RLE, deflate, big and
+    little endian). Files that pydicom cannot write back unchanged in their own syntax are left out.
+    """
+    import glob
+    import warnings
+    from pathlib import Path
+
+    import pydicom
+    from pydicom import dcmread
+
+    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    study, series = generate_uid(), generate_uid()
+    sops: list[str] = []
+    data: list[bytes] = []
+    for path in sorted(glob.glob(str(folder / "*.dcm"))):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = dcmread(path)
+                syntax = ds.file_meta.TransferSyntaxUID
+                if "SOPClassUID" not in ds or "PixelData" not in ds:
+                    continue
+                sop = generate_uid()
+                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, sop
+                ds.file_meta.MediaStorageSOPInstanceUID = sop
+                ds.InstanceNumber = len(data) + 1
+                buffer = io.BytesIO()
+                ds.save_as(buffer, enforce_file_format=True)
+                if dcmread(io.BytesIO(buffer.getvalue())).file_meta.TransferSyntaxUID != syntax:
+                    continue
+        except Exception:
+            continue
+        sops.append(sop)
+        data.append(buffer.getvalue())
+    return Series(study, series, tuple(sops)), data

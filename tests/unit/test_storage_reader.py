@@ -89,19 +89,19 @@ def test_empty_stream() -> None:
 def test_read_up_to_crosses_chunk_boundaries() -> None:
     reader = ChecksummingReader(chunked(DATA, 1_000))
 
-    assert reader.read_up_to(2_500) == DATA[:2_500]
+    assert reader.read(2_500) == DATA[:2_500]
     assert reader.tell() == 2_500
-    assert reader.read_up_to(100_000) == DATA[2_500:102_500]
+    assert reader.read(100_000) == DATA[2_500:102_500]
     assert reader.tell() == 102_500
 
 
 def test_read_up_to_returns_fewer_only_at_the_end() -> None:
     reader = ChecksummingReader(chunked(DATA, 7_000))
 
-    head = reader.read_up_to(len(DATA) + 1)
+    head = reader.read(len(DATA) + 1)
 
     assert head == DATA
-    assert reader.read_up_to(10) == b""
+    assert reader.read(10) == b""
     assert reader.size == len(DATA)
     assert reader.crc32c == expected_crc32c(DATA)
 
@@ -110,7 +110,7 @@ def test_read_up_to_then_reading_on_checksums_the_whole_stream() -> None:
     """As Storage.upload does: a head first, the rest streamed after it."""
     reader = ChecksummingReader(chunked(DATA, 65_536))
 
-    head = reader.read_up_to(100_001)
+    head = reader.read(100_001)
     rest = read_all(reader, 8192)
 
     assert head + rest == DATA
