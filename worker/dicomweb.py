@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -261,6 +262,9 @@ class DicomWebClient:
     def delete_series(self, series: SeriesRef) -> Operation | None:
         """DELETE the series. Returns its operation (Healthcare API), None when the server answered
         synchronously; raises SourceGone when it is absent."""
+        if self._settings.dicomweb_delete == "orthanc":
+            self._delete_in_orthanc(series)
+            return None
         url = f"{self.root(series)}/{series.dicomweb_path}"
         with self._request("DELETE", url, session=self._delete_session, not_supported=True) as response:
             if not response.content.strip():
@@ -272,6 +276,26 @@ class DicomWebClient:
         if isinstance(body, dict) and "name" in body:
             return Operation.from_json(body)
         return None
+
+    def _delete_in_orthanc(self, series: SeriesRef) -> None:
+        """Orthanc has no DICOMweb DELETE: find the series' Orthanc id, check its study, delete it."""
+        self.root(series)  # the same refusal of Healthcare paths as every other request
+        base = self._settings.orthanc_url
+        with self._request("POST", f"{base}/tools/lookup", data=series.series_uid) as response:
+            matches = json.loads(response.content or b"[]")
+        ids = [m.get("ID") for m in matches if isinstance(m, dict) and m.get("Type") == "Series"]
+        if not ids:
+            raise SourceGone()
+        for orthanc_id in ids:
+            if not isinstance(orthanc_id, str) or not re.fullmatch(r"[0-9a-f-]{8,64}", orthanc_id):
+                raise RetryableError("Orthanc returned an unusable series id")
+            with self._request("GET", f"{base}/series/{orthanc_id}/study") as response:
+                study = json.loads(response.content).get("MainDicomTags", {}).get("StudyInstanceUID")
+            if study != series.study_uid:
+                continue
+            with self._request("DELETE", f"{base}/series/{orthanc_id}", session=self._delete_session):
+                return
+        raise SourceGone()
 
     def get_operation(self, name: str) -> Operation:
         url = f"{self._settings.healthcare_api_url}/{name}"

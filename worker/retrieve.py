@@ -74,6 +74,7 @@ class SeriesCopy:
         self.destination = destination
         self.transfer_syntax = job.request.options.transfer_syntax
         self.folder = destination.object_name(*series_folder(job.request.series))
+        self.present: dict[str, StoredObject] | None = None  # the series folder's objects, once listed
 
     def object_name(self, sop_uid: str) -> str:
         return f"{self.folder}/{sop_uid}.dcm"
@@ -95,7 +96,7 @@ class SeriesCopy:
 
     def copy_instance(self, instance: Instance) -> Copied:
         """Copy one instance (RetrieveInstance), retrying a broken transfer within the deadline."""
-        existing = self.job.storage.stat(self.destination.bucket, self.object_name(instance.sop_uid))
+        existing = self._existing(instance.sop_uid)
         if existing is not None:
             return self.settle_existing(existing, instance, None)
         retrying = api_retry.Retry(
@@ -191,7 +192,17 @@ class SeriesCopy:
 
     # -- the whole series ----------------------------------------------------------------------------
 
+    def _existing(self, sop_uid: str) -> StoredObject | None:
+        name = self.object_name(sop_uid)
+        if self.present is not None:
+            return self.present.get(name)
+        return self.job.storage.stat(self.destination.bucket, name)
+
     def copy_all(self, instances: list[Instance]) -> dict[str, Copied] | HandedOn:
+        # One listing of the series' folder instead of one metadata request per instance: a redelivery
+        # or continuation of a large series skips what is done at almost no cost.
+        folder = GcsLocation(self.destination.bucket, self.folder)
+        self.present = {item.name: item for item in self.job.storage.list(folder)}
         done: dict[str, Copied] = {}
         if self.job.request.options.mode is Mode.SERIES:
             try:
@@ -223,7 +234,7 @@ class SeriesCopy:
             raise PermanentError(Code.SERIES_NOT_FOUND, "the series is not found (404)") from None
 
     def _store_streamed(self, instance: Instance, part: StreamedPart, chunks: Iterator[bytes]) -> Copied:
-        existing = self.job.storage.stat(self.destination.bucket, self.object_name(instance.sop_uid))
+        existing = self._existing(instance.sop_uid)
         if existing is not None:
             return self.settle_existing(existing, instance, chunks)
         return self.store_part(instance, part.headers, chunks)
@@ -234,13 +245,18 @@ class SeriesCopy:
             return None
         queue = iter(pending)
         running: set[Future[Copied]] = set()
-        with ThreadPoolExecutor(self.job.settings.concurrency, thread_name_prefix="copy") as pool:
+        concurrency = self.job.settings.concurrency
+        started = 0
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="copy") as pool:
             try:
                 while True:
-                    while len(running) < self.job.settings.concurrency and self.job.remaining() > 0:
+                    # Past the deadline no new instance starts, except a first batch: every delivery
+                    # makes progress, however long the search before it took.
+                    while len(running) < concurrency and (self.job.remaining() > 0 or started < concurrency):
                         instance = next(queue, None)
                         if instance is None:
                             break
+                        started += 1
                         context = contextvars.copy_context()
                         running.add(pool.submit(context.run, self.copy_instance, instance))
                     if not running:

@@ -35,6 +35,8 @@ class Settings:
     dicomweb_auth: Auth = Auth.GOOGLE
     dicomweb_username: str | None = None
     dicomweb_secret: str | None = None  # basic password or bearer token; never logged
+    dicomweb_delete: str = "standard"  # or "orthanc": delete through Orthanc's own REST API
+    orthanc_url: str | None = None  # Orthanc's REST root; default: DICOMWEB_URL without its last path part
     completion_topic: str | None = None
     request_topic: str | None = None
     default_destination: GcsLocation | None = None
@@ -88,6 +90,12 @@ class Settings:
             dicomweb_url=_url("DICOMWEB_URL", dicomweb_url) if dicomweb_url else None,
             dicomweb_auth=auth,
             dicomweb_username=username,
+            dicomweb_delete=_choice(
+                "DICOMWEB_DELETE", get("DICOMWEB_DELETE") or "standard", ("standard", "orthanc")
+            ),
+            orthanc_url=_url("ORTHANC_URL", get("ORTHANC_URL") or _parent(dicomweb_url))
+            if dicomweb_url
+            else None,
             dicomweb_secret=secret,
             completion_topic=_topic("COMPLETION_TOPIC", get("COMPLETION_TOPIC")),
             request_topic=_topic("REQUEST_TOPIC", get("REQUEST_TOPIC")),
@@ -135,6 +143,16 @@ def _location(name: str, value: str | None) -> GcsLocation | None:
         return GcsLocation.parse(value)
     except PermanentError as error:
         raise SettingsError(f"{name}: {error.message}") from None
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}")
+    return value
+
+
+def _parent(url: str | None) -> str:
+    return (url or "").rstrip("/").rsplit("/", 1)[0]
 
 
 def _allowed_bucket(item: str) -> GcsLocation:
