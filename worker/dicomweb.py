@@ -388,14 +388,16 @@ def _first_value(item: dict[str, Any], tag: str) -> Any:
 
 
 def _instance_from_json(item: object, series: SeriesRef) -> Instance | None:
-    """One QIDO result; results of another series, or without a valid SOP UID, are skipped."""
+    """One QIDO result. Results of another series are skipped (a server that ignores the path); a result
+    of this series without a usable SOP Instance UID stops the request: skipping it would leave it out
+    of the copy, and an archive would then delete it uncopied."""
     if not isinstance(item, dict):
-        return None
-    sop_uid = _first_value(item, _SOP_INSTANCE)
+        raise _unusable_result()
     series_uid = _first_value(item, _SERIES) or series.series_uid
     study_uid = _first_value(item, _STUDY) or series.study_uid
     if series_uid != series.series_uid or study_uid != series.study_uid:
         return None
+    sop_uid = _first_value(item, _SOP_INSTANCE)
     sop_class = _first_value(item, _SOP_CLASS)
     number = _first_value(item, _INSTANCE_NUMBER)
     try:
@@ -407,4 +409,12 @@ def _instance_from_json(item: object, series: SeriesRef) -> Instance | None:
             study_uid, series_uid, sop_uid, sop_class if isinstance(sop_class, str) else None, number
         )
     except (PermanentError, TypeError):
-        return None
+        raise _unusable_result() from None
+
+
+def _unusable_result() -> PermanentError:
+    return PermanentError(
+        Code.UNSUPPORTED_INSTANCE,
+        "the series holds an instance without a valid SOP Instance UID (digits and dots, at most 64"
+        " characters); it cannot be copied safely, so nothing was copied or deleted",
+    )

@@ -33,6 +33,7 @@ class Code(StrEnum):
     DELETE_NOT_SUPPORTED = "delete_not_supported"  # the DICOMweb server refuses DELETE (405, 501)
     DELETE_FAILED = "delete_failed"  # the delete operation finished with an error
     VERIFICATION_FAILED = "verification_failed"  # archive: the copy does not match the source
+    UNSUPPORTED_INSTANCE = "unsupported_instance"  # an instance without a valid SOP Instance UID
     SEARCH_INCOMPLETE = "search_incomplete"  # the server's paging cannot return the whole series
     SOURCE_REFUSED = "source_refused"  # the DICOMweb server refused the request (400, 403, 406, ...)
     RETRIES_EXHAUSTED = "retries_exhausted"  # transient failures on the last delivery attempt

@@ -353,29 +353,40 @@ def test_results_of_another_series_are_skipped(server: FakeServer, client: Dicom
     assert [i.sop_uid for i in instances] == [f"{SOP}.1", f"{SOP}.5"]
 
 
-def test_malicious_or_malformed_results_are_skipped(server: FakeServer, client: DicomWebClient) -> None:
-    server.replies(
-        json_reply(
-            [
-                qido("../../x"),
-                qido(f"{SOP}/../../x"),
-                qido(f"{SOP}?x=1"),
-                qido(f"{SOP}%2F.."),
-                qido(""),
-                qido(None),
-                qido(42),
-                qido("1." + "2" * 70),
-                {"00080018": {"vr": "UI"}},
-                {"00080018": {"vr": "UI", "Value": []}},
-                {"00080018": "1.2.3"},
-                ["00080018", "1.2.3"],
-                "1.2.3",
-                None,
-                qido(f"{SOP}.1", number="seven"),
-            ]
-        ),
-        Reply(204),
-    )
+@pytest.mark.parametrize(
+    "item",
+    [
+        qido("../../x"),
+        qido(f"{SOP}/../../x"),
+        qido(f"{SOP}?x=1"),
+        qido(f"{SOP}%2F.."),
+        qido(""),
+        qido(None),
+        qido(42),
+        qido("1." + "2" * 70),
+        {"00080018": {"vr": "UI"}},
+        {"00080018": {"vr": "UI", "Value": []}},
+        {"00080018": "1.2.3"},
+        ["00080018", "1.2.3"],
+        "1.2.3",
+        None,
+    ],
+)
+def test_an_instance_without_a_usable_sop_uid_stops_the_request(
+    server: FakeServer, client: DicomWebClient, item: object
+) -> None:
+    """Skipping it would leave it out of the copy, and an archive would delete it uncopied."""
+    server.replies(json_reply([qido(f"{SOP}.1"), item]), Reply(204))
+
+    with pytest.raises(PermanentError) as raised:
+        client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert raised.value.code is Code.UNSUPPORTED_INSTANCE
+    assert "without a valid SOP Instance UID" in raised.value.message
+
+
+def test_an_unusable_instance_number_is_left_out(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(json_reply([qido(f"{SOP}.1", number="seven")]), Reply(204))
 
     instances = client.search_instances(DICOMWEB_SERIES, page_size=100)
 
