@@ -16,7 +16,7 @@ _worker: Worker | None = None
 _lock = threading.Lock()
 
 
-def message_from_cloud_event(data: object, event_id: str) -> Message:
+def message_from_cloud_event(data: object, event_id: str, delivery_attempt: object = None) -> Message:
     """The Pub/Sub message inside a `messagePublished` CloudEvent. Bad base64 becomes undecodable data,
     which the request parser rejects with a failed event."""
     envelope = data if isinstance(data, Mapping) else {}
@@ -29,7 +29,7 @@ def message_from_cloud_event(data: object, event_id: str) -> Message:
         payload = b"\xff<not base64>"
     attributes = message.get("attributes")
     attributes = {str(k): str(v) for k, v in attributes.items()} if isinstance(attributes, Mapping) else {}
-    attempt = envelope.get("deliveryAttempt", message.get("deliveryAttempt"))
+    attempt = delivery_attempt or envelope.get("deliveryAttempt", message.get("deliveryAttempt"))
     message_id = message.get("messageId") or event_id
     return Message(
         data=payload,
@@ -57,7 +57,8 @@ def handle_cloud_event(data: object, event_id: str, extensions: Mapping[str, Any
     trace = (extensions or {}).get("traceparent")
     token = logs.trace_var.set(_trace_name(trace) if isinstance(trace, str) else None)
     try:
-        worker.handle(message_from_cloud_event(data, event_id))
+        attempt = (extensions or {}).get("deliveryAttempt")
+        worker.handle(message_from_cloud_event(data, event_id, attempt))
     finally:
         logs.trace_var.reset(token)
 

@@ -32,4 +32,11 @@ def storage_client(settings: Settings) -> Storage:
 def build_worker(settings: Settings | None = None) -> Worker:
     settings = settings or Settings.from_env()
     dicomweb = DicomWebClient(settings, build_session(settings), build_session(settings, delete=True))
-    return Worker(settings, dicomweb, storage_client(settings), Publisher(), actions())
+    return Worker(
+        settings,
+        dicomweb,
+        storage_client(settings),
+        Publisher(),
+        actions(),
+        last_attempt=settings.max_delivery_attempts,
+    )

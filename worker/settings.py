@@ -49,6 +49,7 @@ class Settings:
     event_inline_bytes: int = 9_000_000
     http_timeout_seconds: float = 60.0
     retry_total: int = 5
+    max_delivery_attempts: int = 5  # the dead-letter policy's; the last attempt ends with a failed event
 
     def __repr__(self) -> str:
         secret = "***" if self.dicomweb_secret else None
@@ -117,6 +118,9 @@ class Settings:
                 "HTTP_TIMEOUT_SECONDS", get("HTTP_TIMEOUT_SECONDS"), cls.http_timeout_seconds, 1, 600
             ),
             retry_total=_int("RETRY_TOTAL", get("RETRY_TOTAL"), cls.retry_total, 0, 20),
+            max_delivery_attempts=_int(
+                "MAX_DELIVERY_ATTEMPTS", get("MAX_DELIVERY_ATTEMPTS"), cls.max_delivery_attempts, 5, 100
+            ),
         )
 
 

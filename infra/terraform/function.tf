@@ -24,15 +24,16 @@ locals {
   # The worker's configuration, read from the environment at start-up.
   # Lists are comma-separated.
   module_environment = {
-    COMPLETION_TOPIC     = google_pubsub_topic.completion.id
-    REQUEST_TOPIC        = google_pubsub_topic.request.id
-    DEFAULT_DESTINATION  = local.default_destination
-    ALLOWED_BUCKETS      = join(",", sort(tolist(local.allowed_buckets)))
-    ALLOWED_DICOM_STORES = join(",", sort(tolist(local.dicom_store_ids)))
-    DELETE_ENABLED       = var.delete_enabled ? "true" : "false"
-    CONCURRENCY          = tostring(var.worker_concurrency)
-    DEADLINE_SECONDS     = tostring(var.deadline_seconds)
-    HEALTHCARE_API_URL   = var.healthcare_api_url
+    COMPLETION_TOPIC      = google_pubsub_topic.completion.id
+    REQUEST_TOPIC         = google_pubsub_topic.request.id
+    DEFAULT_DESTINATION   = local.default_destination
+    ALLOWED_BUCKETS       = join(",", sort(tolist(local.allowed_buckets)))
+    ALLOWED_DICOM_STORES  = join(",", sort(tolist(local.dicom_store_ids)))
+    DELETE_ENABLED        = var.delete_enabled ? "true" : "false"
+    MAX_DELIVERY_ATTEMPTS = tostring(var.max_delivery_attempts)
+    CONCURRENCY           = tostring(var.worker_concurrency)
+    DEADLINE_SECONDS      = tostring(var.deadline_seconds)
+    HEALTHCARE_API_URL    = var.healthcare_api_url
     # Not set by Cloud Run functions (2nd gen); the worker links logs to traces with it.
     GOOGLE_CLOUD_PROJECT = var.project_id
   }

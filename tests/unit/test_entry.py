@@ -253,3 +253,32 @@ def test_a_transient_failure_answers_500(
 
     assert post(app_client, envelope(json.dumps(REQUEST).encode())) == 500
     assert publisher.published == []
+
+
+def raw_push(data: bytes, **extra: Any) -> dict[str, Any]:
+    """What a Pub/Sub push subscription POSTs (and the emulator too): converted by functions-framework."""
+    return {
+        "subscription": "projects/my-project/subscriptions/requests-push",
+        "message": {"data": base64.b64encode(data).decode(), "messageId": "m-1", "attributes": {}},
+        **extra,
+    }
+
+
+def test_the_last_push_delivery_attempt_ends_with_a_failed_event(
+    app_client: FlaskClient, worker: Worker, publisher: FakePublisher, action: Recorder
+) -> None:
+    """functions-framework drops deliveryAttempt when it converts a push body; main.py reads it itself."""
+    action.error = RetryableError("GET answered 503 after retries")
+    response = app_client.post("/", json=raw_push(json.dumps(REQUEST).encode(), deliveryAttempt=5))
+    assert response.status_code == 200
+    (event,) = publisher.published
+    assert event.attributes["errorCode"] == "retries_exhausted"
+
+
+def test_an_earlier_push_delivery_attempt_is_retried(
+    app_client: FlaskClient, worker: Worker, publisher: FakePublisher, action: Recorder
+) -> None:
+    action.error = RetryableError("GET answered 503 after retries")
+    response = app_client.post("/", json=raw_push(json.dumps(REQUEST).encode(), deliveryAttempt=2))
+    assert response.status_code == 500
+    assert publisher.published == []
