@@ -7,7 +7,9 @@
 * ``healthcare`` (session): the stack's :class:`HealthcareEmulator`; skips while the emulator does not exist.
 * ``dicom_store`` (function): a fresh DICOM store on the Healthcare API emulator (its full resource name).
 * ``deploy`` (function): ``deploy(env, **kwargs) -> Deployment`` as ``stack.deploy``; stopped after the test.
-* ``orthanc`` (session): a real Orthanc with DICOMweb on loopback; skips when Orthanc is not installed.
+* ``orthanc`` (session): a real Orthanc with DICOMweb on loopback; skips when Orthanc is not installed, or
+  fails instead when ``WORKER_REQUIRE_ORTHANC=1`` (CI sets it, so the Orthanc suite never silently skips).
+* ``orthanc_basic`` (session): another Orthanc that requires basic authentication (``.auth``).
 
 The stack is only started by tests that use these fixtures (mark them ``@pytest.mark.integration``).
 """
@@ -83,11 +85,19 @@ def deploy(stack: Stack) -> Iterator[Callable[..., Deployment]]:
         deployment.stop()
 
 
+def _orthanc_or_skip() -> None:
+    """Skip when Orthanc is missing; fail instead with WORKER_REQUIRE_ORTHANC=1 (CI), never skip silently."""
+    reason = Orthanc.unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("WORKER_REQUIRE_ORTHANC") == "1":
+        pytest.fail(f"WORKER_REQUIRE_ORTHANC=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    reason = Orthanc.unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    _orthanc_or_skip()
     install_signal_handlers()
     server = Orthanc(Path(tmp_path_factory.mktemp("orthanc")))
     server.start()
@@ -95,3 +105,22 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
         yield server
     finally:
         server.stop()
+
+
+ORTHANC_USER = "worker"
+ORTHANC_PASSWORD = "s3cret:with-colon"  # a colon, as basic auth must carry it through unchanged
+
+
+@pytest.fixture(scope="session")
+def orthanc_basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """A second Orthanc that requires basic authentication (``orthanc_basic.auth`` holds the credentials)."""
+    _orthanc_or_skip()
+    install_signal_handlers()
+    server = Orthanc(
+        Path(tmp_path_factory.mktemp("orthanc-basic")), username=ORTHANC_USER, password=ORTHANC_PASSWORD
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(timeout=0.5)  # throwaway data: SIGKILL after 0.5 s instead of the 4.5 s clean exit

@@ -286,7 +286,10 @@ class DicomWebClient:
         ids = [m.get("ID") for m in matches if isinstance(m, dict) and m.get("Type") == "Series"]
         if not ids:
             raise SourceGone()
-        for orthanc_id in ids:
+        deleted = 0
+        for (
+            orthanc_id
+        ) in ids:  # one series UID is several Orthanc series when its instances name several patients
             if not isinstance(orthanc_id, str) or not re.fullmatch(r"[0-9a-f-]{8,64}", orthanc_id):
                 raise RetryableError("Orthanc returned an unusable series id")
             with self._request("GET", f"{base}/series/{orthanc_id}/study") as response:
@@ -294,8 +297,9 @@ class DicomWebClient:
             if study != series.study_uid:
                 continue
             with self._request("DELETE", f"{base}/series/{orthanc_id}", session=self._delete_session):
-                return
-        raise SourceGone()
+                deleted += 1
+        if not deleted:
+            raise SourceGone()
 
     def get_operation(self, name: str) -> Operation:
         url = f"{self._settings.healthcare_api_url}/{name}"

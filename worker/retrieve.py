@@ -231,7 +231,9 @@ class SeriesCopy:
                     copied = done[instance.sop_uid] = self._store_streamed(instance, part, chunks)
                     self.job.report(1, copied.size)
         except SourceGone:
-            raise PermanentError(Code.SERIES_NOT_FOUND, "the series is not found (404)") from None
+            # The search has just listed instances: some servers cannot retrieve the series whole
+            # (Orthanc splits a series whose instances name several patients). Go instance by instance.
+            raise RetryableError("RetrieveSeries answered 404 although the search listed instances") from None
 
     def _store_streamed(self, instance: Instance, part: StreamedPart, chunks: Iterator[bytes]) -> Copied:
         existing = self._existing(instance.sop_uid)
@@ -324,12 +326,13 @@ def copy_series(
         "uploadedCount": sum(1 for item in copied if item.uploaded),
         "skippedCount": sum(1 for item in copied if not item.uploaded),
     }
-    if job.request.options.include_metadata:
-        result["metadataUri"] = _write_metadata(job, copy)
+    metadata_uri = _write_metadata(job, copy) if job.request.options.include_metadata else None
+    if metadata_uri is not None:
+        result["metadataUri"] = metadata_uri
     return copy, result, copied
 
 
-def _write_metadata(job: Job, copy: SeriesCopy) -> str:
+def _write_metadata(job: Job, copy: SeriesCopy) -> str | None:
     name = f"{copy.folder}/{METADATA_NAME}"
     try:
         stored = job.storage.upload(
@@ -342,7 +345,8 @@ def _write_metadata(job: Job, copy: SeriesCopy) -> str:
     except ObjectExists:
         return copy.destination.uri(name)
     except SourceGone:
-        raise PermanentError(Code.SERIES_NOT_FOUND, "the series' metadata is not found (404)") from None
+        log.warning("the server has no metadata for the series (404); the copy goes on without it")
+        return None
     return stored.uri
 
 

@@ -185,6 +185,10 @@ class Storage:
                 data, content_type="application/json", if_generation_match=generation, checksum="crc32c"
             )
         except api_exceptions.PreconditionFailed:
+            # Another delivery wrote it meanwhile: fine if it wrote the same document.
+            now = self.stat(bucket, name)
+            if now is not None and now.crc32c == crc32c_base64(checksum) and now.size == len(data):
+                return now
             raise RetryableError(f"{name} changed while it was written") from None
         except Exception as error:
             raise _translate(error, "writing a JSON object") from None
