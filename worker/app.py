@@ -20,7 +20,7 @@ from worker.events import CompletionEvent
 from worker.logs import request_id_var
 from worker.models import GcsLocation
 from worker.pubsub import Publisher
-from worker.request import Action, Message, SeriesRequest, parse_request, store_allowed
+from worker.request import Action, Message, SeriesRequest, parse_request, request_id_of, store_allowed
 from worker.settings import Settings
 from worker.storage import Storage
 
@@ -129,7 +129,7 @@ class Worker:
                 log.warning("rejected a message", extra={"code": str(error.code)})
                 action = message.attributes.get("action")
                 event = CompletionEvent.failed(
-                    message.message_id, action if action in set(Action) else None, None, error
+                    request_id_of(message), action if action in set(Action) else None, None, error
                 )
                 return self._publish(event)
             request_id_var.set(request.request_id)

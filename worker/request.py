@@ -130,6 +130,17 @@ def parse_request(message: Message) -> SeriesRequest:
     return _from_json(body, message)
 
 
+def request_id_of(message: Message) -> str:
+    """For the failed event of a rejected message: its own valid requestId if it has one, so a caller
+    that correlates by requestId sees the failure; the message id otherwise."""
+    try:
+        body = json.loads(message.data.decode("utf-8")) if len(message.data) <= MAX_MESSAGE_BYTES else None
+    except (ValueError, RecursionError):
+        body = None
+    value = body.get("requestId") if isinstance(body, dict) else None
+    return value if isinstance(value, str) and _REQUEST_ID.fullmatch(value) else message.message_id
+
+
 def _from_notification(path: str, message: Message) -> SeriesRequest:
     series, sop_uid = parse_instance_path(path)
     return SeriesRequest(Action.RETRIEVE, series, _message_request_id(message), instance_uid=sop_uid)

@@ -292,6 +292,22 @@ def test_bad_message_gets_a_failed_event_under_the_message_id(
     assert text in body["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("request_id", "reported"),
+    [("caller-42", "caller-42"), ("bad id!", "777000111"), (17, "777000111")],
+)
+def test_a_rejected_request_keeps_its_own_valid_request_id(
+    publisher: FakePublisher, request_id: object, reported: str
+) -> None:
+    """A caller that correlates by requestId sees the failure of its own request."""
+    data = {"action": "search", "series": SERIES_PATH, "requestId": request_id, "destination": "http://x"}
+    make_worker(publisher).handle(message(data, message_id="777000111"))
+
+    published = only_event(publisher)
+    assert published.json()["requestId"] == reported
+    assert published.attributes["errorCode"] == "invalid_request"
+
+
 def test_a_message_the_json_parser_chokes_on_is_still_acknowledged(publisher: FakePublisher) -> None:
     """Valid JSON that Python cannot convert (an integer of more than 4300 digits) is a poison message."""
     data = b'{"action": "search", "series": "studies/1/series/2", "continuation": ' + b"9" * 5000 + b"}"
