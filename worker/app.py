@@ -166,17 +166,20 @@ class Worker:
             return self._publish(
                 CompletionEvent.failed(request.request_id, str(request.action), request.series, error)
             )
-        except RetryableError as error:
+        except Exception as error:  # RetryableError, or a defect: a redelivery may succeed either way
+            reason = str(error) if isinstance(error, RetryableError) else f"unexpected {type(error).__name__}"
             attempt = message.delivery_attempt
             if attempt is not None and attempt >= self._last_attempt:
-                log.error("transient failures on the last delivery attempt", extra={"attempt": attempt})
+                log.error(
+                    "failures on the last delivery attempt", extra={"attempt": attempt, "reason": reason}
+                )
                 failure = PermanentError(
-                    Code.RETRIES_EXHAUSTED, f"gave up after {attempt} deliveries: {error}"
+                    Code.RETRIES_EXHAUSTED, f"gave up after {attempt} deliveries: {reason}"
                 )
                 return self._publish(
                     CompletionEvent.failed(request.request_id, str(request.action), request.series, failure)
                 )
-            log.warning("transient failure, asking for redelivery", extra={"reason": str(error)})
+            log.warning("transient failure, asking for redelivery", extra={"reason": reason})
             raise
         if isinstance(outcome, HandedOn):
             return None

@@ -256,6 +256,22 @@ def test_last_attempt_is_configurable(publisher: FakePublisher) -> None:
     assert only_event(publisher).attributes["errorCode"] == "retries_exhausted"
 
 
+def test_an_unexpected_error_is_retried_then_reported_without_its_text(publisher: FakePublisher) -> None:
+    """A defect is treated as transient (a redelivery may pass) and, on the last attempt, reported by its
+    type only: an exception's text could carry anything."""
+    worker = make_worker(publisher, FakeAction(KeyError("Doe^Jane")))
+
+    with pytest.raises(KeyError):
+        worker.handle(search_message(delivery_attempt=1))
+    worker.handle(search_message(delivery_attempt=5))
+
+    error = only_event(publisher).json()["error"]
+    assert error == {
+        "code": "retries_exhausted",
+        "message": "gave up after 5 deliveries: unexpected KeyError",
+    }
+
+
 # -- messages that cannot be parsed ---------------------------------------------------------------
 
 
