@@ -63,7 +63,7 @@ def _wait(job: Job, name: str, result: dict[str, Any]) -> Outcome:
             raise _NotDone()
         return operation
 
-    budget = job.remaining() - POLL_MARGIN_SECONDS
+    budget = job.remaining() - min(POLL_MARGIN_SECONDS, job.settings.deadline_seconds / 4)
     if budget <= 0:
         return job.hand_on("no time left to wait on the operation", operation=name)
     polling = api_retry.Retry(
@@ -75,6 +75,12 @@ def _wait(job: Job, name: str, result: dict[str, Any]) -> Outcome:
     )
     try:
         operation = polling(poll)()
+    except SourceGone:
+        raise PermanentError(
+            Code.DELETE_FAILED,
+            "the delete operation is not found (unknown or expired); the series was not reported deleted",
+            {"operation": name},
+        ) from None
     except (api_exceptions.RetryError, _NotDone):
         return job.hand_on("operation still running", operation=name)
     except RetryableError as error:
@@ -100,6 +106,8 @@ def archive(job: Job) -> Outcome:
     try:
         copied = copy_series(job, verify_sources=True)
     except PermanentError as error:
+        if error.code is Code.SERIES_NOT_FOUND:
+            return _already_archived(job, error)
         if error.code is not Code.DESTINATION_CONFLICT:
             raise
         raise PermanentError(
@@ -139,6 +147,17 @@ def _verify(job: Job, copy: SeriesCopy, entries: list[Copied]) -> None:
             f"{len(differences)} differences between the source and the copy; nothing was deleted",
             {"differenceCount": len(differences), "differences": differences[:100]},
         )
+
+
+def _already_archived(job: Job, error: PermanentError) -> Outcome:
+    """The source has no such series: an earlier delivery may have archived it already (a redelivery, or
+    a DELETE whose answer was lost). Its manifest in the bucket tells; without one it is not found."""
+    result = _manifest_result(job)
+    if "instanceCount" not in result:
+        raise error
+    log.info("the series is absent from the source and its manifest is in the bucket")
+    del result["verified"]  # not by this delivery: the copy is as its manifest says
+    return {**result, "alreadyAbsent": True}
 
 
 def _manifest_result(job: Job) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from worker.errors import Code, PermanentError, RetryableError
-from worker.models import DicomStore, Instance, SeriesRef
+from worker.models import DicomStore, Instance, SeriesRef, is_uid
 from worker.multipart import MultipartError, Part, boundary_from_content_type, iter_parts
 from worker.settings import Auth, Settings
 
@@ -408,10 +408,10 @@ def _instance_from_json(item: object, series: SeriesRef) -> Instance | None:
         number = int(number) if number is not None else None
     except (TypeError, ValueError, OverflowError):
         number = None
+    if not is_uid(sop_class):
+        sop_class = None  # it goes into events and object metadata: a UID or nothing
     try:
-        return Instance(
-            study_uid, series_uid, sop_uid, sop_class if isinstance(sop_class, str) else None, number
-        )
+        return Instance(study_uid, series_uid, sop_uid, sop_class, number)
     except (PermanentError, TypeError):
         raise _unusable_result() from None
 

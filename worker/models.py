@@ -21,11 +21,15 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 _OBJECT_COMPONENT = re.compile(r"[A-Za-z0-9_.=+@,-]{1,256}")
 
 
-def check_uid(value: object, field: str) -> str:
+def is_uid(value: object) -> bool:
     """A DICOM UID: digits and dots, at most 64 characters, no empty component."""
+    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
+def check_uid(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise invalid(f"{field} must be a string")
-    if len(value) > 64 or not _UID.fullmatch(value):
+    if not is_uid(value):
         raise invalid(f"{field} is not a DICOM UID (digits and dots, at most 64 characters)")
     return value
 
