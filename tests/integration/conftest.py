@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +24,15 @@ def emulator(stack: Stack, healthcare: HealthcareEmulator) -> Iterator[EmulatorA
 @pytest.fixture(scope="session")
 def storage_client(stack: Stack) -> object:
     return stack.storage_client()
+
+
+_STARTED = time.time()
+ABUSE_FIGURES = Path(__file__).resolve().parents[2] / "bench" / "out" / "abuse-figures.txt"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show the fault and abuse suite's figures at the end of the run, when it ran in this session."""
+    if ABUSE_FIGURES.exists() and ABUSE_FIGURES.stat().st_mtime >= _STARTED:
+        terminalreporter.section("fault and abuse suite")
+        for line in ABUSE_FIGURES.read_text(encoding="utf-8").splitlines():
+            terminalreporter.write_line(line)
