@@ -30,7 +30,11 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/python -m infra.local.demo $(DEMO_ARGS)
 
-bench: $(STAMP)
+$(VENV)/.bench-installed: $(STAMP) requirements-bench.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:

@@ -4,7 +4,8 @@ Writes are create-only (`if_generation_match=0`), so the library's own retry is 
 ever overwritten. An object of up to SMALL_OBJECT_BYTES goes in one multipart request whose CRC32C the
 server checks; a larger one streams as a resumable upload in RESUMABLE_CHUNK_BYTES chunks, the CRC32C
 computed as it streams and compared with the server's on completion (the library deletes a corrupt
-object). Memory per upload is bounded by the larger of the two sizes, whatever the object's size.
+object). Memory per upload is bounded by a few times the larger of the two sizes (the library copies
+its payload), whatever the object's size; CONCURRENCY uploads run at once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from worker.errors import Code, PermanentError, RetryableError
 from worker.models import GcsLocation
 
 SMALL_OBJECT_BYTES = 8 * 1024 * 1024
-RESUMABLE_CHUNK_BYTES = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
+RESUMABLE_CHUNK_BYTES = 16 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
 DICOM_CONTENT_TYPE = "application/dicom"
 
 
@@ -64,6 +65,7 @@ class ChecksummingReader(io.RawIOBase):
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._pending = memoryview(b"")
+        self._replayed: list[memoryview] = []  # bytes served again from the start (see rewind)
         self._position = 0
         self._taken = 0
         self._checksum = google_crc32c.Checksum()
@@ -77,6 +79,9 @@ class ChecksummingReader(io.RawIOBase):
     def _fill(self) -> bool:
         """Take the next chunk when the current one is used up; False at the end of the stream."""
         while not self._pending:
+            if self._replayed:
+                self._pending = self._replayed.pop(0)
+                continue
             chunk = next(self._chunks, None)
             if chunk is None:
                 return False
@@ -106,6 +111,15 @@ class ChecksummingReader(io.RawIOBase):
             if remaining is not None:
                 remaining -= len(piece)
         return b"".join(pieces)
+
+    def rewind(self, head: bytes) -> None:
+        """Serve `head` (what was read so far) again from position 0, then go on: lets an upload start
+        from the beginning after the first bytes were read to choose its kind, without a second copy."""
+        if len(head) != self._position:
+            raise ValueError("rewind takes exactly the bytes read so far")
+        self._replayed = [memoryview(head), self._pending]
+        self._pending = memoryview(b"")
+        self._position = 0
 
     @property
     def size(self) -> int:
@@ -155,9 +169,9 @@ class Storage:
                     head, content_type=content_type, if_generation_match=0, checksum="crc32c"
                 )
             else:
-                stream = ChecksummingReader(_prepend(head, reader))
+                reader.rewind(head)
                 blob.upload_from_file(
-                    stream, content_type=content_type, if_generation_match=0, checksum="crc32c"
+                    reader, content_type=content_type, if_generation_match=0, checksum="crc32c"
                 )
         except api_exceptions.PreconditionFailed:
             raise ObjectExists(name) from None
@@ -211,15 +225,6 @@ class Storage:
             return
         except Exception as error:
             raise _translate(error, "deleting an object") from None
-
-
-def _prepend(head: bytes, reader: ChecksummingReader) -> Iterator[bytes]:
-    yield head
-    while True:
-        chunk = reader.read(RESUMABLE_CHUNK_BYTES)
-        if not chunk:
-            return
-        yield chunk
 
 
 def _stored(blob: storage.Blob) -> StoredObject:

@@ -127,3 +127,22 @@ def test_it_is_a_readable_non_seekable_file() -> None:
     with pytest.raises(OSError):
         reader.seek(0)
     assert io.BufferedReader(reader, buffer_size=4096).read() == DATA
+
+
+def test_rewind_serves_the_head_again_and_checksums_once() -> None:
+    reader = ChecksummingReader(iter([DATA[:3000], DATA[3000:7000], DATA[7000:]]))
+    head = reader.read(4000)
+
+    reader.rewind(head)
+
+    assert reader.tell() == 0
+    assert reader.read(len(DATA) + 1) == DATA
+    assert reader.size == len(DATA)
+    assert reader.crc32c == base64.b64encode(google_crc32c.Checksum(DATA).digest()).decode()
+
+
+def test_rewind_takes_exactly_what_was_read() -> None:
+    reader = ChecksummingReader(iter([DATA]))
+    head = reader.read(10)
+    with pytest.raises(ValueError, match="exactly the bytes read so far"):
+        reader.rewind(head[:5])
