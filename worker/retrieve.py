@@ -21,14 +21,14 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 
 from worker.app import HandedOn, Job, Outcome
-from worker.dicomweb import SourceGone, StreamedPart
+from worker.dicomweb import SourceGone
 from worker.errors import Code, PermanentError, RetryableError
 from worker.models import GcsLocation, Instance
 from worker.multipart import content_type_params
 from worker.part10 import peek_file_meta
 from worker.request import Mode
 from worker.search import find_instances, series_folder
-from worker.storage import ObjectExists, StoredObject, crc32c_base64
+from worker.storage import SMALL_OBJECT_BYTES, ObjectExists, StoredObject, crc32c_base64
 
 log = logging.getLogger(__name__)
 
@@ -217,29 +217,69 @@ class SeriesCopy:
         return handed or done
 
     def _copy_series_stream(self, instances: list[Instance], done: dict[str, Copied]) -> None:
-        """One RetrieveSeries request; each part is named from its file meta header and streamed on."""
-        wanted = {instance.sop_uid: instance for instance in instances}
-        try:
-            with self.job.dicomweb.retrieve_series(self.job.request.series, self.transfer_syntax) as parts:
-                for part in parts:
-                    if self.job.remaining() <= 0:
-                        return
-                    meta, chunks = peek_file_meta(part.iter_chunks())
-                    instance = wanted.get(meta.sop_instance_uid or "") if meta is not None else None
-                    if instance is None or instance.sop_uid in done:
-                        continue  # added after the search, or not Part 10: the next search sees it
-                    copied = done[instance.sop_uid] = self._store_streamed(instance, part, chunks)
-                    self.job.report(1, copied.size)
-        except SourceGone:
-            # The search has just listed instances: some servers cannot retrieve the series whole
-            # (Orthanc splits a series whose instances name several patients). Go instance by instance.
-            raise RetryableError("RetrieveSeries answered 404 although the search listed instances") from None
+        """One RetrieveSeries request; each part is named from its file meta header and streamed on.
 
-    def _store_streamed(self, instance: Instance, part: StreamedPart, chunks: Iterator[bytes]) -> Copied:
+        A part small enough for a single-request upload (its Content-Length at most SMALL_OBJECT_BYTES)
+        is read whole and uploaded by a pool while the stream goes on, CONCURRENCY at a time; a larger
+        one, or one of unknown length, streams into its upload inline.
+        """
+        wanted = {instance.sop_uid: instance for instance in instances}
+        concurrency = self.job.settings.concurrency
+        running: set[Future[Copied]] = set()
+
+        def collect(block_until_below: int) -> None:
+            nonlocal running
+            while len(running) > block_until_below:
+                finished, running = wait(running, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    copied = future.result()
+                    done[copied.sop_uid] = copied
+                    self.job.report(1, copied.size)
+
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as pool:
+            try:
+                with self.job.dicomweb.retrieve_series(
+                    self.job.request.series, self.transfer_syntax
+                ) as parts:
+                    for part in parts:
+                        if self.job.remaining() <= 0:
+                            break
+                        meta, chunks = peek_file_meta(part.iter_chunks())
+                        instance = wanted.get(meta.sop_instance_uid or "") if meta is not None else None
+                        if instance is None or instance.sop_uid in done:
+                            continue  # added after the search, or not Part 10: the next search sees it
+                        if 0 <= _content_length(part.headers) <= SMALL_OBJECT_BYTES:
+                            body = [b"".join(chunks)]
+                            collect(concurrency - 1)
+                            context = contextvars.copy_context()
+                            running.add(
+                                pool.submit(
+                                    context.run, self._store_streamed, instance, part.headers, iter(body)
+                                )
+                            )
+                        else:
+                            copied = done[instance.sop_uid] = self._store_streamed(
+                                instance, part.headers, chunks
+                            )
+                            self.job.report(1, copied.size)
+                collect(0)
+            except SourceGone:
+                # The search has just listed instances: some servers cannot retrieve the series whole
+                # (Orthanc splits a series whose instances name several patients). Go instance by instance.
+                raise RetryableError(
+                    "RetrieveSeries answered 404 although the search listed instances"
+                ) from None
+            finally:
+                for future in running:
+                    future.cancel()
+
+    def _store_streamed(
+        self, instance: Instance, headers: Mapping[str, str], chunks: Iterator[bytes]
+    ) -> Copied:
         existing = self._existing(instance.sop_uid)
         if existing is not None:
             return self.settle_existing(existing, instance, chunks)
-        return self.store_part(instance, part.headers, chunks)
+        return self.store_part(instance, headers, chunks)
 
     def _copy_concurrently(self, pending: list[Instance], done: dict[str, Copied]) -> HandedOn | None:
         """RetrieveInstance for each, CONCURRENCY at a time; stop starting new ones at the deadline."""
@@ -275,6 +315,14 @@ class SeriesCopy:
         if left:
             return self.job.hand_on("deadline")
         return None
+
+
+def _content_length(headers: Mapping[str, str]) -> int:
+    """A part's Content-Length, or -1 when it has none (or a malformed one)."""
+    try:
+        return int(headers.get("content-length", "-1"))
+    except ValueError:
+        return -1
 
 
 def _measure(chunks: Iterator[bytes]) -> tuple[int, str]:
