@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+
 from worker.app import ActionFunction, Worker
 from worker.dicomweb import DicomWebClient, build_session
 from worker.pubsub import Publisher
 from worker.request import Action
 from worker.settings import Settings
 from worker.storage import Storage
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def actions() -> dict[Action, ActionFunction]:
@@ -29,7 +33,21 @@ def storage_client(settings: Settings) -> Storage:
     return Storage(client)
 
 
+def return_large_buffers_to_the_system() -> None:
+    """Have glibc serve buffers of 1 MiB and more with mmap, so they go back to the system when freed.
+
+    Without it, CONCURRENCY threads allocating multi-MB upload buffers fragment glibc's per-thread arenas
+    and its dynamic threshold rises to 32 MiB after the first large free: RSS then grows with the length
+    of the series (measured by bench/: +142 MiB from a 100 MB to a 2 GB series; about half with this)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return
+
+
 def build_worker(settings: Settings | None = None) -> Worker:
+    return_large_buffers_to_the_system()
     settings = settings or Settings.from_env()
     dicomweb = DicomWebClient(settings, build_session(settings), build_session(settings, delete=True))
     return Worker(
