@@ -1,0 +1,381 @@
+"""`make bench`: the worker's throughput, memory, search and cold start on the local stack, against a
+baseline a user would write and a bare ceiling; prints the tables and writes bench/results/.
+
+Run: ``python -m bench.run [--quick] [--runs N] [--only SECTION,...] [--profile]`` (``make bench
+BENCH_ARGS=--quick``). Every measurement runs in a fresh process (bench/measure.py, bench/coldstart.py) so
+that its peak RSS is its own; see bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.local import BUCKET, STORE, Bench, Series
+from infra.local.stack import REPO_ROOT, install_signal_handlers
+
+BENCH_DIR = Path(__file__).resolve().parent
+SECTIONS = ("multipart", "coldstart", "search", "retrieve", "memory")
+SYSTEMS = ("worker:instances", "worker:series", "baseline", "ceiling")
+CONCURRENCY = 16  # the worker's default (Settings.concurrency); the ceiling uses the same
+
+
+@dataclass(frozen=True)
+class Shape:
+    label: str
+    count: int
+    size: int
+    runs: int
+    baseline: bool = True
+
+
+SMALL = "500 x 0.5 MB"
+LARGE = "1 x 1 GB"
+MEMORY_SMALL = "100 MB (20 x 5 MB)"
+MEMORY_LARGE = "2 GB (400 x 5 MB)"
+
+
+def shapes(quick: bool, runs: int | None) -> list[Shape]:
+    if quick:
+        return [Shape(SMALL, 500, 500_000, runs or 1), Shape("50 x 20 MB", 50, 20_000_000, runs or 1)]
+    return [
+        Shape(SMALL, 500, 500_000, runs or 3),
+        Shape("50 x 20 MB", 50, 20_000_000, runs or 2),
+        # fake-gcs-server takes ~2 minutes per 1 GB object in 8 MiB chunks: one run each; dicomweb-client
+        # holds the whole part (and its pydicom dataset and re-encoding) in memory: also once
+        Shape(LARGE, 1, 1_000_000_000, 1),
+    ]
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        elapsed = int(time.monotonic() - self.started)
+        print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}", flush=True)
+
+
+# -- sections ------------------------------------------------------------------------------------------
+
+
+def flatten(result: dict[str, Any]) -> dict[str, Any]:
+    cpu = result.pop("component_cpu", {})
+    result["gcs_cpu"] = cpu.get("gcs", 0.0)
+    result["emulator_cpu"] = cpu.get("emulator", 0.0)
+    return result
+
+
+def copy_run(bench: Bench, series: Series, system: str, label: str) -> dict[str, Any]:
+    """One copy of a series into a fresh prefix, checked in the bucket, then removed from it."""
+    kind, _, mode = system.partition(":")
+    prefix = bench.new_prefix(system.replace(":", "-"))
+    spec: dict[str, Any] = {
+        "kind": kind,
+        "study": series.study,
+        "series": series.series,
+        "prefix": prefix,
+        "concurrency": CONCURRENCY,
+    }
+    if mode:
+        spec["mode"] = mode
+    result = flatten(bench.measure(spec, timeout=1200))
+    count, size = bench.listing(prefix)
+    if count != series.count or count != result["instances"]:
+        raise RuntimeError(f"{label} {system}: {count} objects in the bucket, {result['instances']} reported")
+    result["stored_bytes"] = size
+    bench.remove(prefix)
+    return result
+
+
+def run_retrieve(bench: Bench, results: report.Results, plan: list[Shape], progress: Progress) -> None:
+    for shape in plan:
+        series = bench.seed(shape.count, shape.size)
+        results.shapes[shape.label] = asdict(shape)
+        systems = results.retrieve.setdefault(shape.label, {system: [] for system in SYSTEMS})
+        for repetition in range(shape.runs):
+            order = SYSTEMS[repetition % len(SYSTEMS) :] + SYSTEMS[: repetition % len(SYSTEMS)]
+            for system in order:
+                if system == "baseline" and not shape.baseline:
+                    continue
+                run = copy_run(bench, series, system, shape.label)
+                systems[system].append(run)
+                progress(
+                    f"retrieve {shape.label} {system} run {repetition + 1}/{shape.runs}: "
+                    f"{report.mbps(run):.1f} MB/s, {run['seconds']:.1f} s,"
+                    f" peak RSS {run['peak_rss'] / 2**20:.0f} MiB"
+                )
+        source = {run["stored_bytes"] for run in systems["ceiling"]} | {
+            run["stored_bytes"] for system in ("worker:instances", "worker:series") for run in systems[system]
+        }
+        if len(source) > 1:
+            raise RuntimeError(f"{shape.label}: the copies differ in size: {sorted(source)}")
+        baseline_sizes = {run["stored_bytes"] for run in systems["baseline"]}
+        if baseline_sizes and baseline_sizes != source:
+            results.notes.append(
+                f"{shape.label}: the baseline's objects total {sorted(baseline_sizes)} bytes, the source's"
+                f" {sorted(source)}: dcmwrite re-encodes the parsed datasets (not the bytes as stored)"
+            )
+
+
+def run_memory(bench: Bench, results: report.Results, quick: bool, progress: Progress) -> None:
+    """The worker, both modes, on a 100 MB and a 2 GB series of 5 MB instances. The short series runs
+    three times (its peak varies by tens of MiB from run to run), the long one once (it takes ~30 s)."""
+    plan = [(MEMORY_SMALL, 20, 3)] if quick else [(MEMORY_SMALL, 20, 3), (MEMORY_LARGE, 400, 1)]
+    for label, count, runs in plan:
+        series = bench.seed(count, 5_000_000)
+        for repetition in range(runs):
+            for mode in ("instances", "series"):
+                run = copy_run(bench, series, f"worker:{mode}", label)
+                results.memory.setdefault(label, {}).setdefault(mode, []).append(run)
+                progress(
+                    f"memory {label} mode {mode} run {repetition + 1}/{runs}:"
+                    f" peak RSS {run['peak_rss'] / 2**20:.0f} MiB, {run['seconds']:.1f} s"
+                )
+
+
+def run_search(bench: Bench, results: report.Results, runs: int, progress: Progress) -> None:
+    for count in (10_000, 60_000):
+        label = f"{count:,} instances"
+        series = bench.seed(count, 1024)
+        systems = results.search.setdefault(label, {"worker": [], "bare": []})
+        for repetition in range(runs):
+            order = ("worker", "bare") if repetition % 2 == 0 else ("bare", "worker")
+            for system in order:
+                spec = {
+                    "kind": f"search_{system}",
+                    "study": series.study,
+                    "series": series.series,
+                    "page_size": 5000,
+                }
+                run = flatten(bench.measure(spec))
+                if run["instances"] != count:
+                    raise RuntimeError(f"search {label} {system}: found {run['instances']}")
+                systems[system].append(run)
+                progress(f"search {label} {system} run {repetition + 1}/{runs}: {run['seconds']:.3f} s")
+
+
+def run_coldstart(bench: Bench, results: report.Results, runs: int, progress: Progress) -> None:
+    series = bench.seed(10, 1024)
+    worker = {"source": str(REPO_ROOT / "main.py"), "target": "handle_series_request"}
+    functions: dict[str, dict[str, Any]] = {
+        "bare": {"source": str(BENCH_DIR / "bare_function.py"), "target": "handle"},
+        "worker, no event": {**worker, "env": {"COMPLETION_TOPIC": ""}},
+    }
+    if (
+        bench.completion_topic is not None
+    ):  # as deployed: the completion event is published (Pub/Sub imported)
+        functions["worker"] = {**worker, "env": {"COMPLETION_TOPIC": bench.completion_topic}}
+    else:
+        results.notes.append(
+            "cold start: no Pub/Sub emulator (Java missing): the worker ran without publishing"
+        )
+    for repetition in range(runs):
+        names = list(functions)
+        order = names[repetition % len(names) :] + names[: repetition % len(names)]
+        for system in order:
+            spec = {
+                "kind": f"coldstart {system}",
+                "request": {"action": "search", "series": series.path},
+                **functions[system],
+            }
+            run = flatten(bench.measure(spec, module="bench.coldstart"))
+            results.coldstart.setdefault(system, []).append(run)
+            progress(
+                f"cold start {system} run {repetition + 1}/{runs}: load {run['load']:.3f} s,"
+                f" first request {run['first_request']:.3f} s, process {run['wall']:.3f} s"
+            )
+
+
+def run_multipart(bench: Bench, results: report.Results, progress: Progress) -> None:
+    run = bench.measure({"kind": "multipart", "size_mib": 1024, "runs": 3})
+    results.multipart = run
+    ratios = ", ".join(f"{key} {value['ratio']:.2f}x" for key, value in run["figures"].items())
+    progress(f"multipart splitter, 1 GiB: split / read {ratios}")
+
+
+def run_profile(bench: Bench, out_dir: Path, progress: Progress) -> None:
+    """py-spy on the worker copying 500 x 0.5 MB and 50 x 20 MB, both modes: flame graphs (SVG) and the
+    functions where the samples of busy threads fall (text), in bench/out/profile/."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    profile_dir = out_dir / "profile"
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    for count, size in ((500, 500_000), (50, 20_000_000)):
+        series = bench.seed(count, size)
+        for mode in ("instances", "series"):
+            name = f"worker-{count}x{size // 1000}kB-{mode}"
+            for output_format, suffix in (("flamegraph", "svg"), ("raw", "txt")):
+                prefix = bench.new_prefix(name)
+                spec = {
+                    "kind": "worker",
+                    "study": series.study,
+                    "series": series.series,
+                    "prefix": prefix,
+                    "mode": mode,
+                    "healthcare_url": bench.stack.healthcare_url,
+                    "store": STORE,
+                    "bucket": BUCKET,
+                }
+                command = [
+                    py_spy, "record", "--gil", "--rate", "250", "--format", output_format,
+                    "--output", str(profile_dir / f"{name}.{suffix}"), "--",
+                    sys.executable, "-m", "bench.measure", json.dumps(spec),
+                    str(profile_dir / f"{name}.json"),
+                ]  # fmt: skip
+                subprocess.run(
+                    command,
+                    cwd=REPO_ROOT,
+                    env=bench.child_env(),
+                    check=True,
+                    capture_output=True,
+                    timeout=900,
+                )
+                bench.remove(prefix)
+            summary = summarize_profile(profile_dir / f"{name}.txt")
+            (profile_dir / f"{name}.top.txt").write_text(summary + "\n")
+            progress(f"profile {name}: {profile_dir / (name + '.svg')}\n{summary}")
+
+
+def summarize_profile(raw: Path, top: int = 15) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        frames = [
+            frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].split("/")[-1] + ")"
+            for frame in stack.split(";")
+        ]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    if not total:
+        return "(no samples)"
+    lines = [f"{total} samples of busy threads; self time:"]
+    for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"  {100 * count / total:5.1f} %  {frame}")
+    lines.append("inclusive:")
+    for frame, count in sorted(inclusive.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"  {100 * count / total:5.1f} %  {frame}")
+    return "\n".join(lines)
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="one run each, no 1 GB or 2 GB series (~4 minutes)"
+    )
+    parser.add_argument("--runs", type=int, help="runs of the 0.5 MB and 20 MB shapes, search and cold start")
+    parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
+    parser.add_argument("--profile", action="store_true", help="py-spy flame graphs of worker runs instead")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="extra environment of every measurement process (e.g. CONCURRENCY=4, MALLOC_ARENA_MAX=2)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=BENCH_DIR / "out", help="logs and raw results (git-ignored)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=BENCH_DIR / "results", help="results.md and the chart"
+    )
+    args = parser.parse_args(argv)
+    sections = args.only.split(",") if args.only else list(SECTIONS)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    install_signal_handlers()
+    progress = Progress()
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = out_dir / "stack"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(out_dir / "runs", ignore_errors=True)
+    results = report.Results(load_before=report.uptime())
+    results.options = " ".join(sys.argv[1:] if argv is None else argv) or "full"
+    progress(f"starting the local stack in {run_dir}; load: {results.load_before}")
+    bench = Bench.start(run_dir, out_dir, pubsub="coldstart" in sections and not args.profile)
+    for item in args.env:
+        name, _, value = item.partition("=")
+        bench.extra_env[name] = value
+        if name == "CONCURRENCY":  # the ceiling follows the worker's concurrency
+            global CONCURRENCY
+            CONCURRENCY = int(value)
+    if args.env:
+        results.notes.append(f"measurement processes ran with {' '.join(args.env)}")
+    try:
+        if args.profile:
+            run_profile(bench, out_dir, progress)
+            return 0
+        small_runs = args.runs or (1 if args.quick else 3)
+        if "multipart" in sections:
+            run_multipart(bench, results, progress)
+        if "coldstart" in sections:
+            run_coldstart(bench, results, args.runs or (3 if args.quick else 5), progress)
+        if "search" in sections:
+            run_search(bench, results, small_runs, progress)
+        if "retrieve" in sections:
+            run_retrieve(bench, results, shapes(args.quick, args.runs), progress)
+        if "memory" in sections:
+            run_memory(bench, results, args.quick, progress)
+    finally:
+        with contextlib.suppress(Exception):
+            bench.stop()
+        gcs_data = run_dir / "fake-gcs-data"
+        shutil.rmtree(gcs_data, ignore_errors=True)
+    results.load_after = report.uptime()
+    results.seconds = time.monotonic() - progress.started
+    if args.quick:
+        results.notes.append(
+            "--quick: one run each, without the 1 x 1 GB series and the 2 GB memory series"
+            " (their targets: not run)"
+        )
+    results.notes.append(
+        f"{LARGE}: one run of each system (fake-gcs-server needs about two minutes for a 1 GB object"
+        " uploaded in the worker's 8 MiB chunks); dicomweb-client holds the whole part, its dataset and the"
+        " re-encoded bytes in memory, hence the baseline's peak RSS there"
+    )
+    small = results.retrieve.get(SMALL, {})
+    if small.get("ceiling") and small.get("baseline"):
+        headroom = report.paired_ratio(small["ceiling"], small["baseline"])
+        results.notes.append(
+            f"{SMALL}: the bare ceiling itself is {headroom:.2f}x the sequential baseline on this stack,"
+            " so no client reaches 3x here: fake-gcs-server writes about 80 small objects a second whatever"
+            " the concurrency (see bench/README.md)"
+        )
+    found = report.targets(results, SMALL, MEMORY_SMALL, MEMORY_LARGE, LARGE)
+    text = report.render(results, found)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "results.md").write_text(text)
+    (out_dir / "results.json").write_text(json.dumps(asdict(results), indent=1, default=str))
+    report.chart(results, args.results / "throughput.png")
+    print()
+    print(text)
+    print(
+        f"written: {args.results / 'results.md'}, {args.results / 'throughput.png'},"
+        f" {out_dir / 'results.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
