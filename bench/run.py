@@ -349,10 +349,13 @@ def main(argv: list[str] | None = None) -> int:
             "--quick: one run each, without the 1 x 1 GB series and the 2 GB memory series"
             " (their targets: not run)"
         )
+    from worker.storage import RESUMABLE_CHUNK_BYTES
+
     results.notes.append(
-        f"{LARGE}: one run of each system (fake-gcs-server needs about two minutes for a 1 GB object"
-        " uploaded in the worker's 8 MiB chunks); dicomweb-client holds the whole part, its dataset and the"
-        " re-encoded bytes in memory, hence the baseline's peak RSS there"
+        f"{LARGE}: one run of each system (fake-gcs-server's cost per resumable upload grows with the square"
+        f" of its number of chunks: over a minute for 1 GB in the worker's {RESUMABLE_CHUNK_BYTES >> 20} MiB"
+        " chunks); dicomweb-client holds the whole part, its dataset and the re-encoded bytes in memory,"
+        " hence the baseline's peak RSS there"
     )
     small = results.retrieve.get(SMALL, {})
     if small.get("ceiling") and small.get("baseline"):
