@@ -96,8 +96,9 @@ def test_store_creation_is_idempotent(env: Env) -> None:
 
 
 def test_binds_to_loopback_only(tmp_path: Path) -> None:
+    """Refused before any socket is made: the emulator never listens beyond 127.0.0.1."""
     with pytest.raises(ValueError, match="loopback"):
-        HealthcareEmulator(tmp_path, host="0.0.0.0")
+        HealthcareEmulator(tmp_path, host="192.0.2.10")  # a documentation address, not loopback
 
 
 # ---------------------------------------------------------------------------------------------- QIDO-RS
