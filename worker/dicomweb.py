@@ -28,6 +28,7 @@ from worker.settings import Auth, Settings
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_J = TypeVar("_J")
 
 HEALTHCARE_SCOPES = ("https://www.googleapis.com/auth/cloud-healthcare",)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -209,13 +210,7 @@ class DicomWebClient:
             warning = response.headers.get("Warning")
             if warning:
                 log.info("search page carried a Warning header", extra={"status": response.status_code})
-            try:
-                body = json.loads(response.content)
-            except ValueError:
-                raise RetryableError("the search response is not JSON") from None
-        if not isinstance(body, list):
-            raise RetryableError("the search response is not a JSON array")
-        return body
+            return _json(response, "the search response", list)
 
     # -- retrieve -------------------------------------------------------------------------------
 
@@ -269,10 +264,7 @@ class DicomWebClient:
         with self._request("DELETE", url, session=self._delete_session, not_supported=True) as response:
             if not response.content.strip():
                 return None
-            try:
-                body = json.loads(response.content)
-            except ValueError:
-                raise RetryableError("the delete response is not JSON") from None
+            body = _json(response, "the delete response", object)
         if isinstance(body, dict) and "name" in body:
             return Operation.from_json(body)
         return None
@@ -282,18 +274,18 @@ class DicomWebClient:
         self.root(series)  # the same refusal of Healthcare paths as every other request
         base = self._settings.orthanc_url
         with self._request("POST", f"{base}/tools/lookup", data=series.series_uid) as response:
-            matches = json.loads(response.content or b"[]")
+            matches = _json(response, "Orthanc's lookup", list) if response.content.strip() else []
         ids = [m.get("ID") for m in matches if isinstance(m, dict) and m.get("Type") == "Series"]
         if not ids:
             raise SourceGone()
         deleted = 0
-        for (
-            orthanc_id
-        ) in ids:  # one series UID is several Orthanc series when its instances name several patients
+        # One series UID is several Orthanc series when its instances name several patients.
+        for orthanc_id in ids:
             if not isinstance(orthanc_id, str) or not re.fullmatch(r"[0-9a-f-]{8,64}", orthanc_id):
                 raise RetryableError("Orthanc returned an unusable series id")
             with self._request("GET", f"{base}/series/{orthanc_id}/study") as response:
-                study = json.loads(response.content).get("MainDicomTags", {}).get("StudyInstanceUID")
+                tags = _json(response, "Orthanc's study", dict).get("MainDicomTags")
+            study = tags.get("StudyInstanceUID") if isinstance(tags, dict) else None
             if study != series.study_uid:
                 continue
             with self._request("DELETE", f"{base}/series/{orthanc_id}", session=self._delete_session):
@@ -304,10 +296,7 @@ class DicomWebClient:
     def get_operation(self, name: str) -> Operation:
         url = f"{self._settings.healthcare_api_url}/{name}"
         with self._request("GET", url) as response:
-            try:
-                return Operation.from_json(json.loads(response.content))
-            except ValueError:
-                raise RetryableError("the operation response is not JSON") from None
+            return Operation.from_json(_json(response, "the operation response", object))
 
     # -- the one place where HTTP outcomes become worker errors ------------------------------------
 
@@ -331,6 +320,17 @@ class DicomWebClient:
         with response:
             check_status(response, method, not_supported=not_supported)
             yield response
+
+
+def _json(response: requests.Response, what: str, kind: type[_J]) -> _J:
+    """The response's JSON body, of the expected kind; anything else is a transient server fault."""
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        raise RetryableError(f"{what} is not JSON") from None
+    if not isinstance(body, kind):
+        raise RetryableError(f"{what} is not a JSON {'array' if kind is list else 'object'}")
+    return body
 
 
 def check_status(response: requests.Response, method: str, *, not_supported: bool = False) -> None:
