@@ -36,6 +36,7 @@ WRITER = "dicom-series-worker"
 MANIFEST_NAME = "manifest.json"  # not *.dcm: a `**.dcm` import of the prefix leaves it out
 METADATA_NAME = "metadata.json"
 INSTANCE_RETRY_SLACK_SECONDS = 30.0
+SERIES_BUFFER_BYTES = 32 * 1024 * 1024  # mode series: parts read ahead and waiting on their upload
 
 
 class InstanceGone(RetryableError):
@@ -220,18 +221,24 @@ class SeriesCopy:
         """One RetrieveSeries request; each part is named from its file meta header and streamed on.
 
         A part small enough for a single-request upload (its Content-Length at most SMALL_OBJECT_BYTES)
-        is read whole and uploaded by a pool while the stream goes on, CONCURRENCY at a time; a larger
-        one, or one of unknown length, streams into its upload inline.
+        is read whole and uploaded by a pool while the stream goes on, at most CONCURRENCY parts and
+        SERIES_BUFFER_BYTES of them at a time (so a series of 5 MB parts holds a few, not sixteen); a
+        larger one, or one of unknown length, streams into its upload inline.
         """
         wanted = {instance.sop_uid: instance for instance in instances}
         concurrency = self.job.settings.concurrency
-        running: set[Future[Copied]] = set()
+        running: dict[Future[Copied], int] = {}  # upload -> the bytes it holds
 
-        def collect(block_until_below: int) -> None:
-            nonlocal running
-            while len(running) > block_until_below:
-                finished, running = wait(running, return_when=FIRST_EXCEPTION)
+        def wait_for_room(size: int | None) -> None:
+            """Collect finished uploads until a part of `size` bytes may start (None: until all are done)."""
+            while running and (
+                size is None
+                or len(running) >= concurrency
+                or sum(running.values()) + size > SERIES_BUFFER_BYTES
+            ):
+                finished, _ = wait(running, return_when=FIRST_EXCEPTION)
                 for future in finished:
+                    del running[future]
                     copied = future.result()
                     done[copied.sop_uid] = copied
                     self.job.report(1, copied.size)
@@ -248,21 +255,21 @@ class SeriesCopy:
                         instance = wanted.get(meta.sop_instance_uid or "") if meta is not None else None
                         if instance is None or instance.sop_uid in done:
                             continue  # added after the search, or not Part 10: the next search sees it
-                        if 0 <= _content_length(part.headers) <= SMALL_OBJECT_BYTES:
+                        length = _content_length(part.headers)
+                        if 0 <= length <= SMALL_OBJECT_BYTES:
+                            wait_for_room(length)
                             body = [b"".join(chunks)]
-                            collect(concurrency - 1)
                             context = contextvars.copy_context()
-                            running.add(
-                                pool.submit(
-                                    context.run, self._store_streamed, instance, part.headers, iter(body)
-                                )
+                            upload = pool.submit(
+                                context.run, self._store_streamed, instance, part.headers, iter(body)
                             )
+                            running[upload] = length
                         else:
                             copied = done[instance.sop_uid] = self._store_streamed(
                                 instance, part.headers, chunks
                             )
                             self.job.report(1, copied.size)
-                collect(0)
+                wait_for_room(None)
             except SourceGone:
                 # The search has just listed instances: some servers cannot retrieve the series whole
                 # (Orthanc splits a series whose instances name several patients). Go instance by instance.
