@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Iterator, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,7 +236,7 @@ class SeriesCopy:
                 or len(running) >= concurrency
                 or sum(running.values()) + size > SERIES_BUFFER_BYTES
             ):
-                finished, _ = wait(running, return_when=FIRST_EXCEPTION)
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     del running[future]
                     copied = future.result()
@@ -310,7 +310,7 @@ class SeriesCopy:
                         running.add(pool.submit(context.run, self.copy_instance, instance))
                     if not running:
                         break
-                    finished, running = wait(running, return_when=FIRST_EXCEPTION, timeout=1.0)
+                    finished, running = wait(running, return_when=FIRST_COMPLETED, timeout=1.0)
                     for future in finished:
                         copied = future.result()
                         done[copied.sop_uid] = copied
