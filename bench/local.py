@@ -17,12 +17,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from infra.local.stack import (
     PROJECT,
     REPO_ROOT,
+    ManagedProcess,
     PubSubEmulator,
     PubSubRest,
     Stack,
@@ -55,6 +57,34 @@ def process_rss_bytes(pid: int) -> int:
     return 0
 
 
+class LatencyProxy(ManagedProcess):
+    """bench/latency.py in front of some loopback services: each of them again, `delay_ms` further away."""
+
+    def __init__(self, run_dir: Path, delay_ms: float, upstreams: list[str]) -> None:
+        super().__init__(f"latency-{delay_ms:g}ms", run_dir)
+        self.delay_ms = delay_ms
+        self.upstreams = upstreams
+        self.ports: dict[str, int] = {}
+
+    def start(self, timeout: float = 30) -> LatencyProxy:
+        ports = [str(urlsplit(url).port) for url in self.upstreams]
+        command = [sys.executable, "-m", "bench.latency", "--delay-ms", f"{self.delay_ms:g}", *ports]
+        self._spawn(command, base_env({"PYTHONPATH": str(REPO_ROOT)}), REPO_ROOT)
+        self.wait_until(self._read_ports, timeout, "listening")
+        return self
+
+    def _read_ports(self) -> bool:
+        lines = [line for line in self.log_text().splitlines() if line.startswith("{")]
+        if lines:
+            self.ports = json.loads(lines[-1])
+        return bool(self.ports)
+
+    def url(self, upstream: str) -> str:
+        """The URL that reaches `upstream` through the delay."""
+        parts = urlsplit(upstream)
+        return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{self.ports[str(parts.port)]}"))
+
+
 @dataclass(frozen=True)
 class Series:
     study: str
@@ -76,6 +106,7 @@ class Bench:
     session: requests.Session = field(default_factory=loopback_session)
     completion_topic: str | None = None  # with the Pub/Sub emulator: where a worker may publish its event
     extra_env: dict[str, str] = field(default_factory=dict)  # --env: for every measurement process
+    proxies: dict[float, LatencyProxy] = field(default_factory=dict)
     _counter: int = 0
 
     @classmethod
@@ -91,7 +122,26 @@ class Bench:
         return bench
 
     def stop(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.stop()
         self.stack.stop()
+
+    def remote(self, delay_ms: float) -> dict[str, Any]:
+        """What a measurement's spec needs to reach fake-gcs-server and the emulator through a delay of
+        `delay_ms` each way (a round trip `2 * delay_ms` longer).
+
+        Resumable uploads are not delayed past their first request: fake-gcs-server hands out session
+        URLs on its own port. The shapes run this way upload only single-request objects."""
+        proxy = self.proxies.get(delay_ms)
+        if proxy is None:
+            upstreams = [self.stack.healthcare_url, self.stack.gcs_url]
+            proxy = self.proxies[delay_ms] = LatencyProxy(self.stack.run_dir, delay_ms, upstreams).start()
+        healthcare, gcs = proxy.url(self.stack.healthcare_url), proxy.url(self.stack.gcs_url)
+        return {
+            "healthcare_url": healthcare,
+            "gcs_url": gcs,
+            "env": {"HEALTHCARE_API_URL": healthcare, "STORAGE_EMULATOR_HOST": gcs},
+        }
 
     # -- environment and components -----------------------------------------------------------------
 
@@ -118,6 +168,9 @@ class Bench:
         for name, component in (("gcs", self.stack.gcs), ("emulator", self.stack.healthcare)):
             if component is not None and component.popen is not None:
                 pids[name] = component.popen.pid
+        for delay_ms, proxy in self.proxies.items():
+            if proxy.popen is not None:
+                pids[f"proxy {delay_ms:g} ms"] = proxy.popen.pid
         return pids
 
     def component_cpu(self) -> dict[str, float]:

@@ -213,7 +213,7 @@ def multipart_lines(results: Results) -> list[str]:
 # -- targets -----------------------------------------------------------------------------------------
 
 
-def targets(results: Results, small: str, memory_small: str, memory_large: str, large: str) -> list[Target]:
+def retrieve_targets(results: Results, small: str) -> list[Target]:
     found: list[Target] = []
     systems = results.retrieve.get(small, {})
     for mode in ("instances", "series"):
@@ -238,6 +238,15 @@ def targets(results: Results, small: str, memory_small: str, memory_large: str, 
                 of_ceiling >= 0.8 if ran else None,
             )
         )
+    return found
+
+
+def targets(
+    results: Results, smalls: Sequence[str], memory_small: str, memory_large: str, large: str
+) -> list[Target]:
+    found: list[Target] = []
+    for small in smalls:
+        found += retrieve_targets(results, small)
     for label, run_systems in results.search.items():
         worker, bare = run_systems.get("worker", []), run_systems.get("bare", [])
         ran = bool(worker and bare)
