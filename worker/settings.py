@@ -44,6 +44,7 @@ class Settings:
     allowed_dicom_stores: tuple[str, ...] = ()
     delete_enabled: bool = False
     concurrency: int = 16
+    upload_buffer_mib: int = 128  # bytes that uploads may hold at once (see worker/storage.py)
     deadline_seconds: float = 480.0
     search_page_size: int = 5000
     event_inline_bytes: int = 9_000_000
@@ -105,6 +106,9 @@ class Settings:
             allowed_dicom_stores=tuple(_list(get("ALLOWED_DICOM_STORES"))),
             delete_enabled=_bool("DELETE_ENABLED", get("DELETE_ENABLED") or "false"),
             concurrency=_int("CONCURRENCY", get("CONCURRENCY"), cls.concurrency, 1, 64),
+            upload_buffer_mib=_int(
+                "UPLOAD_BUFFER_MIB", get("UPLOAD_BUFFER_MIB"), cls.upload_buffer_mib, 16, 16384
+            ),
             deadline_seconds=_float(
                 "DEADLINE_SECONDS", get("DEADLINE_SECONDS"), cls.deadline_seconds, 1, 3600
             ),

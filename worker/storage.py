@@ -4,15 +4,21 @@ Writes are create-only (`if_generation_match=0`), so the library's own retry is 
 ever overwritten. An object of up to SMALL_OBJECT_BYTES goes in one multipart request whose CRC32C the
 server checks; a larger one streams as a resumable upload in RESUMABLE_CHUNK_BYTES chunks, the CRC32C
 computed as it streams and compared with the server's on completion (the library deletes a corrupt
-object). Memory per upload is bounded by a few times the larger of the two sizes (the library copies
-its payload), whatever the object's size; CONCURRENCY uploads run at once.
+object).
+
+Memory: an upload holds its first SMALL_OBJECT_BYTES, then about twice the object (multipart: our
+bytes and the library's request body) or the head plus two chunks (resumable), whatever the object's
+size. Uploads wait for that much room in a byte budget (UPLOAD_BUFFER_MIB) before the library
+copies anything, so CONCURRENCY bounds the number of transfers and the budget their memory.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +34,7 @@ from worker.models import GcsLocation
 
 SMALL_OBJECT_BYTES = 8 * 1024 * 1024
 RESUMABLE_CHUNK_BYTES = 16 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
+RESUMABLE_UPLOAD_BYTES = SMALL_OBJECT_BYTES + 2 * RESUMABLE_CHUNK_BYTES  # what one resumable upload holds
 DICOM_CONTENT_TYPE = "application/dicom"
 
 
@@ -130,9 +137,31 @@ class ChecksummingReader(io.RawIOBase):
         return crc32c_base64(self._checksum)
 
 
+class ByteBudget:
+    """At most `limit` bytes held at once by those who asked; one holder alone may exceed it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held = 0
+        self._room = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        with self._room:
+            self._room.wait_for(lambda: self._held == 0 or self._held + size <= self.limit)
+            self._held += size
+        try:
+            yield
+        finally:
+            with self._room:
+                self._held -= size
+                self._room.notify_all()
+
+
 class Storage:
-    def __init__(self, client: storage.Client) -> None:
+    def __init__(self, client: storage.Client, buffer_bytes: int = 128 * 1024 * 1024) -> None:
         self._client = client
+        self._buffers = ByteBudget(buffer_bytes)
 
     def stat(self, bucket: str, name: str) -> StoredObject | None:
         try:
@@ -161,6 +190,23 @@ class Storage:
         """Create `name` from the chunks, create-only; raises ObjectExists if it is already there."""
         reader = ChecksummingReader(chunks)
         head = reader.read(SMALL_OBJECT_BYTES + 1)
+        small = len(head) <= SMALL_OBJECT_BYTES
+        with self._buffers.hold(3 * len(head) if small else RESUMABLE_UPLOAD_BYTES):
+            stored = self._upload(bucket, name, reader, head, metadata, content_type)
+        if stored.size != reader.size or stored.crc32c != reader.crc32c:
+            self.delete(bucket, name, generation=stored.generation)
+            raise RetryableError(f"object {name} does not match the bytes sent; deleted it to retry")
+        return stored
+
+    def _upload(
+        self,
+        bucket: str,
+        name: str,
+        reader: ChecksummingReader,
+        head: bytes,
+        metadata: Mapping[str, str],
+        content_type: str,
+    ) -> StoredObject:
         blob = self._client.bucket(bucket).blob(name, chunk_size=RESUMABLE_CHUNK_BYTES)
         blob.metadata = dict(metadata)
         try:
@@ -179,11 +225,7 @@ class Storage:
             raise
         except Exception as error:
             raise _translate(error, "uploading an object") from None
-        stored = _stored(blob)
-        if stored.size != reader.size or stored.crc32c != reader.crc32c:
-            self.delete(bucket, name, generation=stored.generation)
-            raise RetryableError(f"object {name} does not match the bytes sent; deleted it to retry")
-        return stored
+        return _stored(blob)
 
     def write_json(self, bucket: str, name: str, body: Any) -> StoredObject:
         """Write a small JSON document; an existing one with the same content is kept as it is."""

@@ -61,6 +61,7 @@ def test_every_variable() -> None:
             "ALLOWED_DICOM_STORES": "projects/p/*, projects/q/locations/*/datasets/d/dicomStores/s",
             "DELETE_ENABLED": "TRUE",
             "CONCURRENCY": "64",
+            "UPLOAD_BUFFER_MIB": "512",
             "DEADLINE_SECONDS": "300.5",
             "SEARCH_PAGE_SIZE": "50000",
             "EVENT_INLINE_BYTES": "1024",
@@ -87,6 +88,7 @@ def test_every_variable() -> None:
     )
     assert settings.delete_enabled is True
     assert settings.concurrency == 64
+    assert settings.upload_buffer_mib == 512
     assert settings.deadline_seconds == 300.5
     assert settings.search_page_size == 50_000
     assert settings.event_inline_bytes == 1024
@@ -140,6 +142,7 @@ def test_delete_enabled_values(value: str, enabled: bool) -> None:
         ("CONCURRENCY", "65", "must be between 1 and 64"),
         ("CONCURRENCY", "8.5", "must be an integer"),
         ("CONCURRENCY", "many", "must be an integer"),
+        ("UPLOAD_BUFFER_MIB", "8", "must be between 16 and 16384"),
         ("DEADLINE_SECONDS", "0", "must be between 1 and 3600"),
         ("DEADLINE_SECONDS", "nan", "must be between 1 and 3600"),
         ("DEADLINE_SECONDS", "inf", "must be between 1 and 3600"),
