@@ -117,6 +117,8 @@ class ChecksummingReader(io.RawIOBase):
             self._position += len(piece)
             if remaining is not None:
                 remaining -= len(piece)
+        if len(pieces) == 1 and isinstance(pieces[0].obj, bytes) and len(pieces[0]) == len(pieces[0].obj):
+            return pieces[0].obj  # one whole chunk (an instance that came in one piece): no copy
         return b"".join(pieces)
 
     def rewind(self, head: bytes) -> None:

@@ -146,3 +146,12 @@ def test_rewind_takes_exactly_what_was_read() -> None:
     head = reader.read(10)
     with pytest.raises(ValueError, match="exactly the bytes read so far"):
         reader.rewind(head[:5])
+
+
+def test_a_whole_chunk_is_handed_on_without_a_copy() -> None:
+    chunk = DATA[:100_000]
+    reader = ChecksummingReader(iter([chunk, DATA[100_000:200_000]]))
+
+    assert reader.read(100_000) is chunk
+    assert reader.read(50_000) == DATA[100_000:150_000]
+    assert reader.read(100_000) == DATA[150_000:200_000]
