@@ -79,6 +79,24 @@ def median_time(
     return statistics.median(times)
 
 
+def paired_times(
+    source: Callable[[], Iterator[bytes]], runs: int, expect_read: int, expect_split: int
+) -> tuple[float, float, float]:
+    """Read and split `runs` times each, alternating which goes first, with a crc32 consumer: the
+    median read and split times and the median of the per-pair ratios (what a noisy machine's load
+    moves least)."""
+    reads: list[float] = []
+    splits: list[float] = []
+    for run in range(runs):
+        for split in (run % 2 == 1, run % 2 == 0):
+            start = time.perf_counter()
+            result = consume(source, split, True)
+            (splits if split else reads).append(time.perf_counter() - start)
+            assert result == (expect_split if split else expect_read), (result, split)
+    ratios = [s / r for s, r in zip(splits, reads, strict=True)]
+    return statistics.median(reads), statistics.median(splits), statistics.median(ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)

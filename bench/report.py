@@ -197,7 +197,7 @@ def multipart_lines(results: Results) -> list[str]:
     if results.multipart is None:
         return ["(not run)"]
     lines = [
-        "| part | read the chunks s | split (worker.multipart) s | ratio |",
+        "| part | read the chunks s | split (worker.multipart) s | ratio (median of 7 alternating pairs) |",
         "|---|---:|---:|---:|",
     ]
     for key, label in (("without_length", "without Content-Length"), ("with_length", "with Content-Length")):

@@ -211,7 +211,7 @@ def run_coldstart(bench: Bench, results: report.Results, runs: int, progress: Pr
 
 
 def run_multipart(bench: Bench, results: report.Results, progress: Progress) -> None:
-    run = bench.measure({"kind": "multipart", "size_mib": 1024, "runs": 3})
+    run = bench.measure({"kind": "multipart", "size_mib": 1024, "runs": 7})
     results.multipart = run
     ratios = ", ".join(f"{key} {value['ratio']:.2f}x" for key, value in run["figures"].items())
     progress(f"multipart splitter, 1 GiB: split / read {ratios}")
