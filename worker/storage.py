@@ -6,10 +6,11 @@ server checks; a larger one streams as a resumable upload in RESUMABLE_CHUNK_BYT
 computed as it streams and compared with the server's on completion (the library deletes a corrupt
 object).
 
-Memory: an upload holds its first SMALL_OBJECT_BYTES, then about twice the object (multipart: our
-bytes and the library's request body) or the head plus two chunks (resumable), whatever the object's
-size. Uploads wait for that much room in a byte budget (UPLOAD_BUFFER_MIB) before the library
-copies anything, so CONCURRENCY bounds the number of transfers and the budget their memory.
+Memory: an upload holds its first SMALL_OBJECT_BYTES, then up to three times the object (multipart: our
+bytes, the library's request body and, while it concatenates it, one more copy) or the head plus two
+chunks (resumable), whatever the object's size. Uploads wait for that much room in a byte budget
+(UPLOAD_BUFFER_MIB) before the library copies anything, so CONCURRENCY bounds the number of transfers
+and the budget their memory.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class ByteBudget:
 
 
 class Storage:
-    def __init__(self, client: storage.Client, buffer_bytes: int = 128 * 1024 * 1024) -> None:
+    def __init__(self, client: storage.Client, buffer_bytes: int) -> None:
         self._client = client
         self._buffers = ByteBudget(buffer_bytes)
 

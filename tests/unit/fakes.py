@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -81,3 +83,23 @@ def no_dicomweb() -> DicomWebClient:
 def no_storage() -> Storage:
     """A stand-in for tests whose actions never touch Cloud Storage."""
     return cast(Storage, object())
+
+
+class HeldBytes:
+    """The most bytes held at once by threads that say what they hold (tests of memory bounds)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now = 0
+        self.most = 0
+
+    @contextlib.contextmanager
+    def holding(self, size: int) -> Iterator[None]:
+        with self._lock:
+            self._now += size
+            self.most = max(self.most, self._now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._now -= size

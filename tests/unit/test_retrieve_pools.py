@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 
 from infra.local.dicom_factory import make_instance
-from tests.unit.fakes import SERIES, SERIES_PATH, STUDY, FakePublisher
+from tests.unit.fakes import SERIES, SERIES_PATH, STUDY, FakePublisher, HeldBytes
 from worker.app import Job
 from worker.dicomweb import DicomWebClient
 from worker.models import GcsLocation, Instance, SeriesRef
@@ -55,7 +55,7 @@ class SlowBucket:
     def __init__(self, seconds: float = 0.05) -> None:
         self.seconds = seconds
         self.lock = threading.Lock()
-        self.holding = self.most = 0
+        self.held = HeldBytes()
         self.uploaded: dict[str, int] = {}
 
     def list(self, location: GcsLocation) -> Iterator[StoredObject]:
@@ -65,12 +65,9 @@ class SlowBucket:
         self, bucket: str, name: str, chunks: Iterator[bytes], *, metadata: Mapping[str, str]
     ) -> StoredObject:
         data = b"".join(chunks)
+        with self.held.holding(len(data)):
+            self.wait(name)
         with self.lock:
-            self.holding += len(data)
-            self.most = max(self.most, self.holding)
-        self.wait(name)
-        with self.lock:
-            self.holding -= len(data)
             self.uploaded[name] = len(data)
         return StoredObject(bucket, name, len(data), "AAAAAA==", 1, dict(metadata))
 
@@ -145,5 +142,5 @@ def test_mode_series_holds_at_most_the_buffer_of_parts_waiting_on_uploads() -> N
 
     assert sorted(done) == sorted(uids)
     assert sorted(bucket.uploaded.values()) == sorted(len(data) for data in parts)
-    assert bucket.most <= SERIES_BUFFER_BYTES
-    assert bucket.most >= 2 * PART_BYTES  # and still several uploads at once
+    assert bucket.held.most <= SERIES_BUFFER_BYTES
+    assert bucket.held.most >= 2 * PART_BYTES  # and still several uploads at once

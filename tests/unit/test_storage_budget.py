@@ -12,6 +12,7 @@ import google_crc32c
 import pytest
 from google.cloud import storage
 
+from tests.unit.fakes import HeldBytes
 from worker.storage import (
     RESUMABLE_UPLOAD_BYTES,
     SMALL_OBJECT_BYTES,
@@ -27,18 +28,13 @@ class Library:
     """Stands in for google-cloud-storage: records how many bytes its uploads hold at once."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.holding = self.most = 0
+        self.held = HeldBytes()
         self.kinds: list[str] = []
 
     def take(self, size: int, kind: str) -> None:
-        with self.lock:
-            self.holding += size
-            self.most = max(self.most, self.holding)
-            self.kinds.append(kind)
-        time.sleep(0.05)
-        with self.lock:
-            self.holding -= size
+        self.kinds.append(kind)
+        with self.held.holding(size):
+            time.sleep(0.05)
 
     def bucket(self, name: str) -> Any:
         return FakeBucket(self, name)
@@ -92,21 +88,21 @@ def test_uploads_of_5_mb_objects_hold_at_most_the_budget() -> None:
     library = upload_all(32, [5_000_000] * 24)
 
     assert library.kinds == ["multipart"] * 24
-    assert library.most <= 32 * MIB
-    assert library.most >= 2 * 10_000_000  # several at once all the same
+    assert library.held.most <= 32 * MIB
+    assert library.held.most >= 2 * 10_000_000  # several at once all the same
 
 
 def test_small_objects_are_not_held_back() -> None:
     library = upload_all(32, [500_000] * 64)
 
-    assert library.most >= 16 * 1_000_000  # all sixteen at once: 16 x 2 x 0.5 MB fit
+    assert library.held.most >= 16 * 1_000_000  # all sixteen at once: 16 x 2 x 0.5 MB fit
 
 
 def test_a_resumable_upload_larger_than_the_budget_still_runs_alone() -> None:
     library = upload_all(16, [SMALL_OBJECT_BYTES + 1] * 3)
 
     assert library.kinds == ["resumable"] * 3
-    assert library.most == RESUMABLE_UPLOAD_BYTES  # one at a time
+    assert library.held.most == RESUMABLE_UPLOAD_BYTES  # one at a time
 
 
 def test_byte_budget_waits_until_room_is_freed() -> None:
