@@ -58,7 +58,8 @@ _SP: Final = 0x20
 _HT: Final = 0x09
 _DASH: Final = 0x2D
 _CRLF: Final = b"\r\n"
-_DIGITS: Final = re.compile(r"[0-9]+")
+#: A Content-Length: decimal digits, few enough for int() and for any real body (below 10**18 bytes).
+_LENGTH: Final = re.compile(r"[0-9]{1,18}")
 _PARAM: Final = re.compile(r';\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.DOTALL)
 _QUOTED_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
 
@@ -594,8 +595,10 @@ class _Parser:
             length: int | None = None
             raw_length = headers.get("content-length")
             if raw_length is not None:
-                if not _DIGITS.fullmatch(raw_length):
-                    raise MultipartError(f"part {self._index}: invalid Content-Length {raw_length!r}")
+                if not _LENGTH.fullmatch(raw_length):
+                    raise MultipartError(
+                        f"part {self._index}: invalid Content-Length ({len(raw_length)} characters)"
+                    )
                 length = int(raw_length)
             body: Iterator[bytes]
             if length is None:
