@@ -1,10 +1,16 @@
 """The Cloud Storage boundary: create-only streaming uploads with end-to-end CRC32C, and object stats.
 
-Writes are create-only (`if_generation_match=0`), so the library's own retry is safe and nothing is
-ever overwritten. An object of up to SMALL_OBJECT_BYTES goes in one multipart request whose CRC32C the
-server checks; a larger one streams as a resumable upload in RESUMABLE_CHUNK_BYTES chunks, the CRC32C
-computed as it streams and compared with the server's on completion (the library deletes a corrupt
-object).
+Every write works with only roles/storage.objectCreator + objectViewer (the Terraform module's grant):
+nothing is ever replaced or deleted. Uploads are create-only (`if_generation_match=0`), so the library's
+own retry is safe; a JSON document that would change goes to the next numbered version instead
+(`write_json`).
+
+Cloud Storage itself checks every upload's CRC32C, so a body corrupted on the way is refused and no object
+is created: an object of up to SMALL_OBJECT_BYTES goes in one multipart request whose object resource
+carries its CRC32C; a larger one streams as a resumable upload in RESUMABLE_CHUNK_BYTES chunks whose
+final request carries the CRC32C of the whole stream (`X-Goog-Hash`, computed as it streams). A refusal
+is retried (the source is read again). The library's own clean-up, which deletes an object whose CRC32C
+differs after a resumable upload, is disabled (`_CreateOnlyBlob`).
 
 Memory: an upload holds its first SMALL_OBJECT_BYTES, then up to three times the object (multipart: our
 bytes, the library's request body and, while it concatenates it, one more copy) or the head plus two
@@ -16,9 +22,12 @@ and the budget their memory.
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import io
 import json
+import posixpath
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,6 +46,8 @@ SMALL_OBJECT_BYTES = 8 * 1024 * 1024
 RESUMABLE_CHUNK_BYTES = 16 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
 RESUMABLE_UPLOAD_BYTES = SMALL_OBJECT_BYTES + 2 * RESUMABLE_CHUNK_BYTES  # what one resumable upload holds
 DICOM_CONTENT_TYPE = "application/dicom"
+JSON_READ_LIMIT = 64 * 1024 * 1024  # read_json reads no more than this
+JSON_WRITE_ATTEMPTS = 8  # write_json: versions that other writers may take meanwhile before it gives up
 
 
 class ObjectExists(Exception):
@@ -190,15 +201,19 @@ class Storage:
         metadata: Mapping[str, str],
         content_type: str = DICOM_CONTENT_TYPE,
     ) -> StoredObject:
-        """Create `name` from the chunks, create-only; raises ObjectExists if it is already there."""
+        """Create `name` from the chunks, create-only; raises ObjectExists if it is already there.
+
+        RetryableError when Cloud Storage refused the bytes as corrupt (nothing was created);
+        PermanentError(DESTINATION_CONFLICT) when the object it created holds other bytes than were read
+        (impossible while the server checks the CRC32C sent; the object is left, never deleted).
+        """
         reader = ChecksummingReader(chunks)
         head = reader.read(SMALL_OBJECT_BYTES + 1)
         small = len(head) <= SMALL_OBJECT_BYTES
         with self._buffers.hold(3 * len(head) if small else RESUMABLE_UPLOAD_BYTES):
             stored = self._upload(bucket, name, reader, head, metadata, content_type)
         if stored.size != reader.size or stored.crc32c != reader.crc32c:
-            self.delete(bucket, name, generation=stored.generation)
-            raise RetryableError(f"object {name} does not match the bytes sent; deleted it to retry")
+            raise _differs(name)
         return stored
 
     def _upload(
@@ -210,7 +225,7 @@ class Storage:
         metadata: Mapping[str, str],
         content_type: str,
     ) -> StoredObject:
-        blob = self._client.bucket(bucket).blob(name, chunk_size=RESUMABLE_CHUNK_BYTES)
+        blob = self._blob(bucket, name)
         blob.metadata = dict(metadata)
         try:
             if len(head) <= SMALL_OBJECT_BYTES:
@@ -230,46 +245,103 @@ class Storage:
             raise _translate(error, "uploading an object") from None
         return _stored(blob)
 
+    def _blob(self, bucket: str, name: str) -> storage.Blob:
+        return _CreateOnlyBlob(name, self._client.bucket(bucket), chunk_size=RESUMABLE_CHUNK_BYTES)
+
     def write_json(self, bucket: str, name: str, body: Any) -> StoredObject:
-        """Write a small JSON document; an existing one with the same content is kept as it is."""
+        """Write a small JSON document without replacing anything; the returned object holds it.
+
+        That is `name` if it is free or already holds exactly these bytes, else the version that does
+        or the next free one (`manifest.json`, `manifest.2.json`, `manifest.3.json`, ...): a document
+        that changed is never written over the one it replaces (the function may not delete).
+        """
         data = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8")
-        checksum = google_crc32c.Checksum(data)
-        existing = self.stat(bucket, name)
-        if existing is not None and existing.crc32c == crc32c_base64(checksum) and existing.size == len(data):
-            return existing
-        blob = self._client.bucket(bucket).blob(name)
-        generation = existing.generation if existing is not None else 0
+        checksum = crc32c_base64(google_crc32c.Checksum(data))
+        for _ in range(JSON_WRITE_ATTEMPTS):
+            versions = self.json_versions(bucket, name)
+            for version in versions:
+                if version.size == len(data) and version.crc32c == checksum:
+                    return version
+            target = _json_version_name(name, _json_version(name, versions[-1].name) + 1 if versions else 1)
+            blob = self._blob(bucket, target)
+            try:
+                blob.upload_from_string(
+                    data, content_type="application/json", if_generation_match=0, checksum="crc32c"
+                )
+            except api_exceptions.PreconditionFailed:
+                continue  # another delivery took that version meanwhile: look again
+            except Exception as error:
+                raise _translate(error, "writing a JSON object") from None
+            stored = _stored(blob)
+            if stored.size != len(data) or stored.crc32c != checksum:
+                raise _differs(target)
+            return stored
+        raise RetryableError(f"{name}: other writers kept taking its next version")
+
+    def json_versions(self, bucket: str, name: str) -> builtins.list[StoredObject]:
+        """`name` and its numbered versions (see write_json) that exist, base first, from one listing."""
+        stem = posixpath.splitext(name)[0]
         try:
-            blob.upload_from_string(
-                data, content_type="application/json", if_generation_match=generation, checksum="crc32c"
-            )
-        except api_exceptions.PreconditionFailed:
-            # Another delivery wrote it meanwhile: fine if it wrote the same document.
-            now = self.stat(bucket, name)
-            if now is not None and now.crc32c == crc32c_base64(checksum) and now.size == len(data):
-                return now
-            raise RetryableError(f"{name} changed while it was written") from None
+            listed = [_stored(blob) for blob in self._client.list_blobs(bucket, prefix=stem + ".")]
         except Exception as error:
-            raise _translate(error, "writing a JSON object") from None
-        return _stored(blob)
+            raise _translate(error, "listing objects") from None
+        versions = [item for item in listed if _json_version(name, item.name)]
+        return sorted(versions, key=lambda item: _json_version(name, item.name))
 
     def read_json(self, bucket: str, name: str) -> Any:
+        """The document in `name`, or None when there is none.
+
+        A body that is not JSON, larger than JSON_READ_LIMIT or nested too deeply to parse is None too:
+        the worker never wrote such a thing, and write_json puts its own document in another version.
+        """
         try:
-            return json.loads(self._client.bucket(bucket).blob(name).download_as_bytes())
+            blob = self._client.bucket(bucket).get_blob(name)
+            if blob is None or (blob.size or 0) > JSON_READ_LIMIT:
+                return None
+            data = blob.download_as_bytes()  # the generation just stat'ed, of the size just checked
         except api_exceptions.NotFound:
-            return None
-        except ValueError:
             return None
         except Exception as error:
             raise _translate(error, "reading a JSON object") from None
-
-    def delete(self, bucket: str, name: str, *, generation: int) -> None:
         try:
-            self._client.bucket(bucket).blob(name).delete(if_generation_match=generation)
-        except (api_exceptions.NotFound, api_exceptions.PreconditionFailed):
-            return
-        except Exception as error:
-            raise _translate(error, "deleting an object") from None
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            return None
+
+
+class _CreateOnlyBlob(storage.Blob):  # type: ignore[misc]
+    """A blob that is never deleted from here.
+
+    google-cloud-storage deletes the object when the CRC32C of a finished resumable upload differs from
+    the bytes it sent (DataCorruption). The function may not delete (and an object it did not verify is
+    not its to remove): the upload fails as a conflict instead and leaves the object as it is.
+    """
+
+    def delete(self, *args: Any, **kwargs: Any) -> None:
+        raise _differs(self.name)
+
+
+def _differs(name: str) -> PermanentError:
+    return PermanentError(
+        Code.DESTINATION_CONFLICT, f"object {name} holds other bytes than were sent; it was left as it is"
+    )
+
+
+def _json_version_name(name: str, version: int) -> str:
+    """`a/manifest.json` for version 1, `a/manifest.2.json` for 2, ..."""
+    if version == 1:
+        return name
+    stem, suffix = posixpath.splitext(name)
+    return f"{stem}.{version}{suffix}"
+
+
+def _json_version(name: str, candidate: str) -> int:
+    """The version number of `candidate` among the versions of `name`; 0 if it is none of them."""
+    if candidate == name:
+        return 1
+    stem, suffix = posixpath.splitext(name)
+    match = re.fullmatch(re.escape(stem) + r"\.([1-9][0-9]{0,8})" + re.escape(suffix), candidate)
+    return int(match.group(1)) if match and int(match.group(1)) >= 2 else 0
 
 
 def _stored(blob: storage.Blob) -> StoredObject:
@@ -284,7 +356,13 @@ def _stored(blob: storage.Blob) -> StoredObject:
 
 
 def _translate(error: Exception, doing: str) -> Exception:
-    """Cloud Storage errors as worker errors: a refused bucket is permanent, the rest is retried."""
+    """Cloud Storage errors as worker errors: a refused bucket is permanent, the rest is retried.
+
+    A 400 that names the CRC32C is Cloud Storage refusing bytes that changed on the way: nothing was
+    created, and a retry reads the source again.
+    """
+    if isinstance(error, api_exceptions.BadRequest) and "crc32c" in _server_message(error).lower():
+        return RetryableError(f"Cloud Storage refused {doing}: the bytes arrived corrupted")
     if isinstance(error, api_exceptions.Forbidden | api_exceptions.NotFound | api_exceptions.BadRequest):
         return PermanentError(
             Code.DESTINATION_REFUSED, f"Cloud Storage refused {doing} ({type(error).__name__})"
@@ -301,3 +379,11 @@ def _translate(error: Exception, doing: str) -> Exception:
     ):
         return RetryableError(f"Cloud Storage failed {doing} ({type(error).__name__})")
     return error
+
+
+def _server_message(error: api_exceptions.GoogleAPICallError) -> str:
+    """The `error.message` of Cloud Storage's JSON error body ("" if there is none); never logged."""
+    try:
+        return str(error.response.json()["error"]["message"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return ""
