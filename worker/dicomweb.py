@@ -4,17 +4,24 @@ Requests go only to the configured service root (the Healthcare API's, or DICOMW
 from validated values, redirects are never followed, and retrieve URLs found in responses are ignored.
 Idempotent requests are retried by urllib3's `Retry` (exponential backoff with jitter, `Retry-After`
 honoured); a DELETE is retried only when the server refused it outright (429, 503), so a series is
-never deleted twice while its operation runs.
+never deleted twice while its operation runs. Every exchange ends by a deadline, however slowly the
+server sends, and a body read whole has a size cap. Operations are polled only on the Healthcare API,
+only for the series' own dataset: no credential goes to a host a response names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import re
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
@@ -35,6 +42,8 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 DELETE_RETRY_STATUSES = frozenset({429, 503})
 MAX_OFFSET = 1_000_000
 CHUNK_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a body read whole (search page, operation, metadata): more is refused
+_OPERATION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 _SOP_CLASS = "00080016"
 _SOP_INSTANCE = "00080018"
@@ -105,6 +114,69 @@ def build_session(settings: Settings, *, delete: bool = False) -> requests.Sessi
     return session
 
 
+class _Watchdog:
+    """Ends HTTP exchanges that outlive their deadline.
+
+    requests' timeouts bound each read, not the exchange: a server that trickles a byte a second holds a
+    request forever, and the platform kills the delivery before its event. One thread keeps the
+    deadlines and shuts down the socket of an exchange past its own, which ends the blocked read.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int, _Guard]] = []
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, response: requests.Response, deadline: float) -> Iterator[_Guard]:
+        guard = _Guard(response)
+        with self._lock:
+            heapq.heappush(self._heap, (deadline, next(self._ids), guard))
+            if self._thread is None:  # started on first use, never at import
+                self._thread = threading.Thread(target=self._run, name="http-watchdog", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+        try:
+            yield guard
+        finally:
+            guard.done = True
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                if wait is None or wait > 0:
+                    self._lock.wait(wait)
+                    continue
+                _, _, guard = heapq.heappop(self._heap)
+            guard.expire()
+
+
+@dataclass(eq=False)
+class _Guard:
+    """One exchange under the watchdog; `expired` once its socket was shut down for the deadline."""
+
+    response: requests.Response
+    done: bool = False
+    expired: bool = field(default=False)
+
+    def expire(self) -> None:
+        if self.done:
+            return
+        self.expired = True
+        connection = getattr(self.response.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+_watchdog = _Watchdog()
+
+
 class DicomWebClient:
     """Search, retrieve, delete and operation polling against one configured DICOMweb root."""
 
@@ -115,25 +187,35 @@ class DicomWebClient:
         self._session = session
         self._delete_session = delete_session or session
 
+    @property
+    def healthcare(self) -> bool:
+        """The Healthcare API, not a DICOMWEB_URL server: the only kind with long-running operations."""
+        return self._settings.dicomweb_url is None
+
     def root(self, series: SeriesRef) -> str:
         """The service root for a series; a request naming the other kind of server is refused."""
+        return self.store_root(series.store)
+
+    def store_root(self, store: DicomStore | None) -> str:
+        """The service root of a store (None: the DICOMWEB_URL server)."""
         if self._settings.dicomweb_url is not None:
-            if series.store is not None:
+            if store is not None:
                 raise PermanentError(
                     Code.STORE_NOT_ALLOWED,
                     "this worker serves DICOMWEB_URL; give the series as studies/{study}/series/{series}",
                 )
             return self._settings.dicomweb_url
-        if series.store is None:
+        if store is None:
             raise PermanentError(
                 Code.INVALID_REQUEST, "the series must name its DICOM store (projects/.../dicomStores/s/...)"
             )
-        return f"{self._settings.healthcare_api_url}/{series.store.name}/dicomWeb"
+        return f"{self._settings.healthcare_api_url}/{store.name}/dicomWeb"
 
     # -- search ---------------------------------------------------------------------------------
 
     def search_instances(self, series: SeriesRef, page_size: int) -> list[Instance]:
-        """Every instance of the series (QIDO-RS SearchForInstances), paged to the end."""
+        """Every instance of the series (QIDO-RS SearchForInstances), paged to the end, complete or
+        SEARCH_INCOMPLETE; raises SourceGone when the store or study is not found."""
         url = f"{self.root(series)}/{series.dicomweb_path}/instances"
         params = {"includefield": [_SOP_CLASS, _INSTANCE_NUMBER]}
 
@@ -143,12 +225,28 @@ class DicomWebClient:
 
         return self._search_all(url, params, page_size, parse)
 
+    def series_instance_count(self, series: SeriesRef) -> int | None:
+        """The series' instance count from the Healthcare API's getSeriesMetrics (0 when the series is
+        absent); None on a DICOMWEB_URL server, which has no such method."""
+        if not self.healthcare:
+            return None
+        url = f"{self.root(series)}/{series.dicomweb_path}:getSeriesMetrics"
+        try:
+            with self._request("GET", url) as response:
+                body = _json(response, "the series metrics", dict)
+        except SourceGone:
+            return 0
+        count = body.get("instanceCount", "0")
+        text = str(count) if isinstance(count, str | int) and not isinstance(count, bool) else ""
+        if not text.isdigit() or len(text) > 18:
+            raise PermanentError(Code.SOURCE_INVALID_RESPONSE, "the series metrics hold no usable count")
+        return int(text)
+
     def search_series(
         self, store: DicomStore | None, study_uid: str | None, filters: Mapping[str, str], page_size: int
     ) -> list[SeriesRef]:
         """Every series of a store, or of one study (QIDO-RS SearchForSeries), paged to the end."""
-        probe = SeriesRef(store, study_uid or "1", "1")
-        root = self.root(probe)
+        root = self.store_root(store)
         url = f"{root}/studies/{study_uid}/series" if study_uid else f"{root}/series"
 
         def parse(item: object) -> tuple[str, SeriesRef] | None:
@@ -171,19 +269,27 @@ class DicomWebClient:
         page_size: int,
         parse: Callable[[object], tuple[str, _T] | None],
     ) -> list[_T]:
-        """Page by offset with an explicit limit on every page, until an empty page.
+        """Page by offset with an explicit limit on every page, until an empty page; complete or nothing.
 
-        A page that brings nothing new means the server ignores `offset`: harmless after a short page
-        (everything came in it), an error after a full one (the rest cannot be reached).
+        Only an empty page ends the listing. A non-empty page after a short one (a server that caps its
+        results and ignores `offset`), or a page that brings nothing new (the same page again), means the
+        rest cannot be listed: SEARCH_INCOMPLETE, so that nothing acts on a part taken for the whole.
         """
         found: dict[str, _T] = {}
         offset = 0
+        short = False
         while True:
             if offset > MAX_OFFSET:
                 raise PermanentError(Code.SEARCH_INCOMPLETE, f"more results than offset {MAX_OFFSET} reaches")
             page = self._search_page(url, {**params, "limit": str(page_size), "offset": str(offset)})
             if not page:
                 break
+            if short:
+                raise PermanentError(
+                    Code.SEARCH_INCOMPLETE,
+                    "the DICOMweb server sent more results after a short page: it caps its results and"
+                    " ignores offset, so the whole series cannot be listed",
+                )
             new = 0
             for item in page:
                 parsed = parse(item)
@@ -191,13 +297,12 @@ class DicomWebClient:
                     found[parsed[0]] = parsed[1]
                     new += 1
             if new == 0:
-                if len(page) >= page_size:
-                    raise PermanentError(
-                        Code.SEARCH_INCOMPLETE,
-                        "the DICOMweb server returned the same page again: it ignores offset, so more than"
-                        " one page of results cannot be listed whole",
-                    )
-                break
+                raise PermanentError(
+                    Code.SEARCH_INCOMPLETE,
+                    "the DICOMweb server returned the same page again: it ignores offset, so the whole"
+                    " series cannot be listed",
+                )
+            short = len(page) < page_size
             offset += len(page)
         return list(found.values())
 
@@ -205,22 +310,24 @@ class DicomWebClient:
         with self._request(
             "GET", url, params=params, headers={"Accept": "application/dicom+json"}
         ) as response:
-            if response.status_code == 204 or not response.content.strip():
+            body = _read_whole(response)
+            if response.status_code == 204 or not body.strip():
                 return []
-            warning = response.headers.get("Warning")
-            if warning:
+            if response.headers.get("Warning"):
                 log.info("search page carried a Warning header", extra={"status": response.status_code})
-            return _json(response, "the search response", list)
+            return _parse_json(body, "the search response", list)
 
     # -- retrieve -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def retrieve_instance(
-        self, series: SeriesRef, sop_uid: str, transfer_syntax: str
+        self, series: SeriesRef, sop_uid: str, transfer_syntax: str, *, deadline: float | None = None
     ) -> Iterator[StreamedPart]:
-        """The one part of a RetrieveInstance response, streamed; raises SourceGone on 404."""
+        """The one part of a RetrieveInstance response, streamed; raises SourceGone on 404.
+
+        `deadline` (time.monotonic) ends the exchange however slowly the server sends."""
         url = f"{self.root(series)}/{series.dicomweb_path}/instances/{sop_uid}"
-        with self._retrieve(url, transfer_syntax) as parts:
+        with self._retrieve(url, transfer_syntax, deadline) as parts:
             part = next(parts, None)
             if part is None:
                 raise RetryableError("the instance response held no part")
@@ -229,73 +336,128 @@ class DicomWebClient:
                 raise RetryableError("the instance response held more than one part")
 
     @contextlib.contextmanager
-    def retrieve_series(self, series: SeriesRef, transfer_syntax: str) -> Iterator[Iterator[StreamedPart]]:
+    def retrieve_series(
+        self, series: SeriesRef, transfer_syntax: str, *, deadline: float | None = None
+    ) -> Iterator[Iterator[StreamedPart]]:
         """The parts of a RetrieveSeries response, each streamed as the body arrives."""
         url = f"{self.root(series)}/{series.dicomweb_path}"
-        with self._retrieve(url, transfer_syntax) as parts:
+        with self._retrieve(url, transfer_syntax, deadline) as parts:
             yield parts
 
     @contextlib.contextmanager
-    def _retrieve(self, url: str, transfer_syntax: str) -> Iterator[Iterator[StreamedPart]]:
+    def _retrieve(
+        self, url: str, transfer_syntax: str, deadline: float | None
+    ) -> Iterator[Iterator[StreamedPart]]:
         headers = {"Accept": accept_header(transfer_syntax)}
-        with self._request("GET", url, headers=headers, stream=True) as response:
+        with self._request("GET", url, headers=headers, deadline=deadline) as response:
             try:
                 boundary = boundary_from_content_type(response.headers.get("Content-Type", ""))
-            except MultipartError as error:
-                raise RetryableError(f"the retrieve response is not multipart/related: {error}") from None
+            except MultipartError:
+                raise RetryableError("the retrieve response is not multipart/related") from None
             chunks = _translate_chunks(response.iter_content(CHUNK_BYTES))
             yield _translate_stream(iter_parts(chunks, boundary))
 
-    def metadata(self, series: SeriesRef) -> Iterator[bytes]:
-        """The series' metadata (DICOM JSON) as byte chunks."""
+    def metadata(self, series: SeriesRef) -> bytes:
+        """The series' metadata as the server sent it, once it parsed as DICOM JSON (an array of objects):
+        a body cut short is never stored as the series' metadata."""
         url = f"{self.root(series)}/{series.dicomweb_path}/metadata"
-        with self._request("GET", url, headers={"Accept": "application/dicom+json"}, stream=True) as response:
-            yield from _translate_chunks(response.iter_content(CHUNK_BYTES))
+        with self._request("GET", url, headers={"Accept": "application/dicom+json"}) as response:
+            body = _read_whole(response)
+        parsed = _parse_json(body, "the metadata response", list)
+        if not all(isinstance(item, dict) for item in parsed):
+            raise PermanentError(Code.SOURCE_INVALID_RESPONSE, "the metadata response is not DICOM JSON")
+        return body
 
     # -- delete ---------------------------------------------------------------------------------
 
     def delete_series(self, series: SeriesRef) -> Operation | None:
-        """DELETE the series. Returns its operation (Healthcare API), None when the server answered
+        """DELETE the series. Returns its operation on the Healthcare API; None where the server answered
         synchronously; raises SourceGone when it is absent."""
         if self._settings.dicomweb_delete == "orthanc":
             self._delete_in_orthanc(series)
             return None
         url = f"{self.root(series)}/{series.dicomweb_path}"
         with self._request("DELETE", url, session=self._delete_session, not_supported=True) as response:
-            if not response.content.strip():
-                return None
-            body = _json(response, "the delete response", object)
-        if isinstance(body, dict) and "name" in body:
-            return Operation.from_json(body)
-        return None
+            body = _read_whole(response)
+        if not self.healthcare or series.store is None:
+            return None  # only the Healthcare API has operations: a generic server's body is never polled
+        operation = Operation.from_json(_parse_json(body, "the delete response", dict))
+        check_operation_name(operation.name, series.store)
+        return operation
+
+    def delete_instance(self, series: SeriesRef, sop_uid: str) -> bool:
+        """DELETE one instance (synchronous on the Healthcare API). True when this call deleted it, False
+        when it was already absent, so a retry after a lost answer is safe and says so."""
+        if self._settings.dicomweb_delete == "orthanc":
+            return self._delete_instance_in_orthanc(series, sop_uid)
+        url = f"{self.root(series)}/{series.dicomweb_path}/instances/{sop_uid}"
+        try:
+            with self._request("DELETE", url, session=self._delete_session, not_supported=True) as response:
+                _read_whole(response)
+        except SourceGone:
+            return False
+        return True
+
+    def _orthanc_series_ids(self, series: SeriesRef) -> set[str]:
+        """Orthanc's ids of the series whose study is the request's (one series UID is several Orthanc
+        series when its instances name several patients)."""
+        self.root(series)  # the same refusal of Healthcare paths as every other request
+        ids = set()
+        for orthanc_id in self._orthanc_lookup(series.series_uid, "Series"):
+            with self._request("GET", f"{self._orthanc_url}/series/{orthanc_id}/study") as response:
+                tags = _json(response, "Orthanc's study", dict).get("MainDicomTags")
+            if isinstance(tags, dict) and tags.get("StudyInstanceUID") == series.study_uid:
+                ids.add(orthanc_id)
+        return ids
+
+    def _orthanc_lookup(self, uid: str, kind: str) -> list[str]:
+        with self._request("POST", f"{self._orthanc_url}/tools/lookup", data=uid) as response:
+            body = _read_whole(response)
+        matches = _parse_json(body, "Orthanc's lookup", list) if body.strip() else []
+        ids = [m.get("ID") for m in matches if isinstance(m, dict) and m.get("Type") == kind]
+        if not all(isinstance(i, str) and re.fullmatch(r"[0-9a-f-]{8,64}", i) for i in ids):
+            raise RetryableError("Orthanc returned an unusable id")
+        return [str(i) for i in ids]
+
+    @property
+    def _orthanc_url(self) -> str:
+        return self._settings.orthanc_url or ""
 
     def _delete_in_orthanc(self, series: SeriesRef) -> None:
-        """Orthanc has no DICOMweb DELETE: find the series' Orthanc id, check its study, delete it."""
-        self.root(series)  # the same refusal of Healthcare paths as every other request
-        base = self._settings.orthanc_url
-        with self._request("POST", f"{base}/tools/lookup", data=series.series_uid) as response:
-            matches = _json(response, "Orthanc's lookup", list) if response.content.strip() else []
-        ids = [m.get("ID") for m in matches if isinstance(m, dict) and m.get("Type") == "Series"]
+        """Orthanc has no DICOMweb DELETE: find the series' Orthanc ids and delete them."""
+        ids = self._orthanc_series_ids(series)
         if not ids:
             raise SourceGone()
-        deleted = 0
-        # One series UID is several Orthanc series when its instances name several patients.
-        for orthanc_id in ids:
-            if not isinstance(orthanc_id, str) or not re.fullmatch(r"[0-9a-f-]{8,64}", orthanc_id):
-                raise RetryableError("Orthanc returned an unusable series id")
-            with self._request("GET", f"{base}/series/{orthanc_id}/study") as response:
-                tags = _json(response, "Orthanc's study", dict).get("MainDicomTags")
-            study = tags.get("StudyInstanceUID") if isinstance(tags, dict) else None
-            if study != series.study_uid:
-                continue
-            with self._request("DELETE", f"{base}/series/{orthanc_id}", session=self._delete_session):
-                deleted += 1
-        if not deleted:
-            raise SourceGone()
+        for orthanc_id in sorted(ids):
+            with self._request(
+                "DELETE", f"{self._orthanc_url}/series/{orthanc_id}", session=self._delete_session
+            ):
+                pass
 
-    def get_operation(self, name: str) -> Operation:
-        url = f"{self._settings.healthcare_api_url}/{name}"
-        with self._request("GET", url) as response:
+    def _delete_instance_in_orthanc(self, series: SeriesRef, sop_uid: str) -> bool:
+        """Delete one instance through Orthanc's REST API, only where it belongs to the request's series."""
+        series_ids = self._orthanc_series_ids(series)
+        deleted = False
+        for orthanc_id in self._orthanc_lookup(sop_uid, "Instance"):
+            with self._request("GET", f"{self._orthanc_url}/instances/{orthanc_id}") as response:
+                parent = _json(response, "Orthanc's instance", dict).get("ParentSeries")
+            if parent not in series_ids:
+                continue
+            try:
+                with self._request(
+                    "DELETE", f"{self._orthanc_url}/instances/{orthanc_id}", session=self._delete_session
+                ):
+                    deleted = True
+            except SourceGone:
+                continue
+        return deleted
+
+    def get_operation(self, name: str, store: DicomStore) -> Operation:
+        """Poll a long-running operation of the store's dataset: Healthcare API only, its own session."""
+        if not self.healthcare:
+            raise PermanentError(Code.INVALID_REQUEST, "only the Healthcare API has long-running operations")
+        check_operation_name(name, store)
+        with self._request("GET", f"{self._settings.healthcare_api_url}/{name}") as response:
             return Operation.from_json(_json(response, "the operation response", object))
 
     # -- the one place where HTTP outcomes become worker errors ------------------------------------
@@ -308,29 +470,81 @@ class DicomWebClient:
         *,
         session: requests.Session | None = None,
         not_supported: bool = False,
+        deadline: float | None = None,
         **kwargs: Any,
     ) -> Iterator[requests.Response]:
+        """One exchange, ended at `deadline` (time.monotonic; by default HTTP_TIMEOUT_SECONDS from now)
+        however slowly the server sends. The body streams: read it with `_read_whole` or iter_content."""
         session = session or self._session
+        if deadline is None:
+            deadline = time.monotonic() + self._settings.http_timeout_seconds
         try:
             response = session.request(
-                method, url, timeout=self._settings.http_timeout_seconds, allow_redirects=False, **kwargs
+                method,
+                url,
+                timeout=self._settings.http_timeout_seconds,
+                allow_redirects=False,
+                stream=True,
+                **kwargs,
             )
         except requests.RequestException as error:
             raise RetryableError(f"{method} to the DICOMweb server failed: {type(error).__name__}") from None
-        with response:
-            check_status(response, method, not_supported=not_supported)
-            yield response
+        with response, _watchdog.guard(response, deadline) as guard:
+            expired = RetryableError(f"{method} to the DICOMweb server outlived its deadline")
+            try:
+                check_status(response, method, not_supported=not_supported)
+                yield response
+            except RetryableError:
+                if guard.expired:
+                    raise expired from None
+                raise
+            if guard.expired:  # a body without a length ends where the socket was shut: not whole
+                raise expired
+
+
+def check_operation_name(name: str, store: DicomStore) -> None:
+    """Only an operation of the series' own dataset, named as the Healthcare API names them, is polled."""
+    prefix = f"{store.dataset_name}/operations/"
+    if not name.startswith(prefix) or not _OPERATION_ID.fullmatch(name[len(prefix) :]):
+        raise PermanentError(
+            Code.SOURCE_INVALID_RESPONSE, "the operation is not one of the series' dataset; it was not polled"
+        )
+
+
+def _read_whole(response: requests.Response) -> bytes:
+    """The whole body, at most MAX_BODY_BYTES: more is SOURCE_INVALID_RESPONSE, never a memory blow-up."""
+    limit = MAX_BODY_BYTES
+    pieces: list[bytes] = []
+    size = 0
+    for chunk in _translate_chunks(response.iter_content(CHUNK_BYTES)):
+        size += len(chunk)
+        if size > limit:
+            raise PermanentError(
+                Code.SOURCE_INVALID_RESPONSE, f"a response body exceeds {limit} bytes; it was not read"
+            )
+        pieces.append(chunk)
+    return b"".join(pieces)
 
 
 def _json(response: requests.Response, what: str, kind: type[_J]) -> _J:
-    """The response's JSON body, of the expected kind; anything else is a transient server fault."""
+    """The response's JSON body, of the expected kind."""
+    return _parse_json(_read_whole(response), what, kind)
+
+
+def _parse_json(body: bytes, what: str, kind: type[_J]) -> _J:
+    """JSON of the expected kind. Not JSON is a transient fault (a body cut short); JSON nested too deep
+    or numbers too long to convert are SOURCE_INVALID_RESPONSE: no retry makes them readable."""
     try:
-        body = json.loads(response.content)
-    except ValueError:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise PermanentError(Code.SOURCE_INVALID_RESPONSE, f"{what} is nested too deeply") from None
+    except ValueError as error:
+        if "digits" in str(error):  # int()'s limit on the length of a number
+            raise PermanentError(Code.SOURCE_INVALID_RESPONSE, f"{what} holds a number too long") from None
         raise RetryableError(f"{what} is not JSON") from None
-    if not isinstance(body, kind):
+    if not isinstance(parsed, kind):
         raise RetryableError(f"{what} is not a JSON {'array' if kind is list else 'object'}")
-    return body
+    return parsed
 
 
 def check_status(response: requests.Response, method: str, *, not_supported: bool = False) -> None:

@@ -77,6 +77,11 @@ class SeriesCopy:
         self.folder = destination.object_name(*series_folder(job.request.series))
         self.present: dict[str, StoredObject] | None = None  # the series folder's objects, once listed
 
+    @property
+    def exchange_deadline(self) -> float:
+        """When a transfer from the source is cut off, however slowly it comes (time.monotonic)."""
+        return self.job.deadline + INSTANCE_RETRY_SLACK_SECONDS
+
     def object_name(self, sop_uid: str) -> str:
         return f"{self.folder}/{sop_uid}.dcm"
 
@@ -120,7 +125,10 @@ class SeriesCopy:
     def _transfer_instance(self, instance: Instance) -> Copied:
         try:
             with self.job.dicomweb.retrieve_instance(
-                self.job.request.series, instance.sop_uid, self.transfer_syntax
+                self.job.request.series,
+                instance.sop_uid,
+                self.transfer_syntax,
+                deadline=self.exchange_deadline,
             ) as part:
                 return self.store_part(instance, part.headers, part.iter_chunks())
         except SourceGone:
@@ -185,7 +193,10 @@ class SeriesCopy:
     def _measure(self, instance: Instance) -> tuple[int, str]:
         try:
             with self.job.dicomweb.retrieve_instance(
-                self.job.request.series, instance.sop_uid, self.transfer_syntax
+                self.job.request.series,
+                instance.sop_uid,
+                self.transfer_syntax,
+                deadline=self.exchange_deadline,
             ) as part:
                 return _measure(part.iter_chunks())
         except SourceGone:
@@ -246,7 +257,7 @@ class SeriesCopy:
         with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as pool:
             try:
                 with self.job.dicomweb.retrieve_series(
-                    self.job.request.series, self.transfer_syntax
+                    self.job.request.series, self.transfer_syntax, deadline=self.exchange_deadline
                 ) as parts:
                     for part in parts:
                         if self.job.remaining() <= 0:
@@ -358,25 +369,29 @@ def manifest(job: Job, copy: SeriesCopy, copied: list[Copied]) -> dict[str, Any]
     }
 
 
-def copy_series(
-    job: Job, *, verify_sources: bool = False
-) -> tuple[SeriesCopy, dict[str, Any], list[Copied]] | HandedOn:
-    """Copy the whole series and write its manifest; the shared first half of retrieve and archive."""
+def write_manifest(job: Job, copy: SeriesCopy, copied: list[Copied]) -> StoredObject:
+    """Write the manifest create-only; a manifest that differs from one already there is stored as the
+    next version (`manifest.2.json`, ...), never over it."""
+    body = manifest(job, copy, copied)
+    return job.storage.write_json(copy.destination.bucket, f"{copy.folder}/{MANIFEST_NAME}", body)
+
+
+def copy_series(job: Job) -> Outcome:
+    """Copy the whole series and write its manifest."""
     destination = job.destination()
     instances = find_instances(job)
     if not instances:
         raise PermanentError(Code.SERIES_NOT_FOUND, "the series has no instances in the source")
-    copy = SeriesCopy(job, destination, verify_sources=verify_sources)
+    copy = SeriesCopy(job, destination)
     done = copy.copy_all(instances)
     if isinstance(done, HandedOn):
         return done
     copied = [done[instance.sop_uid] for instance in instances]
-    body = manifest(job, copy, copied)
-    stored = job.storage.write_json(destination.bucket, f"{copy.folder}/{MANIFEST_NAME}", body)
+    stored = write_manifest(job, copy, copied)
     result: dict[str, Any] = {
         "instanceCount": len(copied),
-        "bytes": body["bytes"],
-        "destination": body["destination"],
+        "bytes": sum(item.size for item in copied),
+        "destination": destination.uri(copy.folder),
         "manifestUri": stored.uri,
         "uploadedCount": sum(1 for item in copied if item.uploaded),
         "skippedCount": sum(1 for item in copied if not item.uploaded),
@@ -384,34 +399,34 @@ def copy_series(
     metadata_uri = _write_metadata(job, copy) if job.request.options.include_metadata else None
     if metadata_uri is not None:
         result["metadataUri"] = metadata_uri
-    return copy, result, copied
+    return result
 
 
 def _write_metadata(job: Job, copy: SeriesCopy) -> str | None:
+    """The series' metadata, stored create-only once it parsed (a body cut short is never kept)."""
     name = f"{copy.folder}/{METADATA_NAME}"
+    try:
+        body = job.dicomweb.metadata(job.request.series)
+    except SourceGone:
+        log.warning("the server has no metadata for the series (404); the copy goes on without it")
+        return None
     try:
         stored = job.storage.upload(
             copy.destination.bucket,
             name,
-            job.dicomweb.metadata(job.request.series),
+            iter([body]),
             metadata={"writer": WRITER, "seriesInstanceUID": job.request.series.series_uid},
             content_type="application/dicom+json",
         )
     except ObjectExists:
         return copy.destination.uri(name)
-    except SourceGone:
-        log.warning("the server has no metadata for the series (404); the copy goes on without it")
-        return None
     return stored.uri
 
 
 def retrieve(job: Job) -> Outcome:
     if job.request.instance_uid is not None:
         return _retrieve_one(job, job.request.instance_uid)
-    copied = copy_series(job)
-    if isinstance(copied, HandedOn):
-        return copied
-    return copied[1]
+    return copy_series(job)
 
 
 def _retrieve_one(job: Job, sop_uid: str) -> Outcome:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from worker.app import Job, Outcome
@@ -10,14 +12,52 @@ from worker.dicomweb import SourceGone
 from worker.errors import Code, PermanentError
 from worker.models import Instance, SeriesRef
 
+RECHECK_SECONDS = 1.0  # a count that disagrees with the series metrics is searched once more after this
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One search of a series, with the Healthcare API's own count of it where that exists."""
+
+    instances: list[Instance]
+    metrics_count: int | None
+    absent: bool = False  # the store or study answered 404
+
+    @property
+    def consistent(self) -> bool:
+        return self.metrics_count is None or self.metrics_count == len(self.instances)
+
+
+def list_series(job: Job) -> Listing:
+    """The series as the source shows it now (an absent store, study or series lists empty)."""
+    series = job.request.series
+    try:
+        instances = job.dicomweb.search_instances(series, job.settings.search_page_size)
+    except SourceGone:
+        return Listing([], job.dicomweb.series_instance_count(series), absent=True)
+    ordered = sorted(instances, key=lambda i: (i.instance_number is None, i.instance_number or 0, i.sop_uid))
+    return Listing(ordered, job.dicomweb.series_instance_count(series))
+
 
 def find_instances(job: Job) -> list[Instance]:
-    """The series' instances in a stable order (instance number, then SOP UID)."""
-    try:
-        instances = job.dicomweb.search_instances(job.request.series, job.settings.search_page_size)
-    except SourceGone:
-        raise PermanentError(Code.SERIES_NOT_FOUND, "the DICOM store or study is not found (404)") from None
-    return sorted(instances, key=lambda i: (i.instance_number is None, i.instance_number or 0, i.sop_uid))
+    """The series' instances in a stable order (instance number, then SOP UID), complete or nothing.
+
+    On the Healthcare API the count must agree with getSeriesMetrics; a difference (an instance stored
+    meanwhile) is searched once more, and one that stays is SEARCH_INCOMPLETE.
+    """
+    listing = list_series(job)
+    if not listing.consistent:
+        time.sleep(RECHECK_SECONDS)
+        listing = list_series(job)
+    if listing.absent:
+        raise PermanentError(Code.SERIES_NOT_FOUND, "the DICOM store or study is not found (404)")
+    if not listing.consistent:
+        raise PermanentError(
+            Code.SEARCH_INCOMPLETE,
+            f"the search found {len(listing.instances)} instances but the series metrics count"
+            f" {listing.metrics_count}; nothing was acted on",
+        )
+    return listing.instances
 
 
 def series_folder(series: SeriesRef) -> tuple[str, str]:

@@ -52,6 +52,7 @@ class Reply:
     drop: bool = False  # close the connection without answering
     delay: float = 0.0
     content_length: int | None = None  # announce more than is sent, then close: a transfer cut short
+    trickle: float = 0.0  # send the body a byte at a time, this many seconds apart
 
 
 Responder = Callable[[Seen], Reply]
@@ -96,7 +97,13 @@ class FakeServer:
                     length = reply.content_length if reply.content_length is not None else len(reply.body)
                     self.send_header("Content-Length", str(length))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                if reply.trickle:
+                    for byte in reply.body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(reply.trickle)
+                else:
+                    self.wfile.write(reply.body)
                 if reply.content_length is not None:
                     self.close_connection = True
 
@@ -323,15 +330,44 @@ def test_server_ignoring_offset_with_a_full_page_is_search_incomplete(
     assert len(server.seen) == 2
 
 
-def test_server_ignoring_offset_with_a_short_page_returns_it_once(
+def test_server_ignoring_offset_with_a_short_page_is_incomplete(
     server: FakeServer, client: DicomWebClient
 ) -> None:
+    """A short first page is not proof of the whole: a server that caps results (at 3 here, whatever the
+    limit) and ignores offset sends the same page again, which must stop the search, not end it."""
     server.respond = paged([qido(sop) for sop in sops(3)], ignore_offset=True)
 
-    instances = client.search_instances(DICOMWEB_SERIES, page_size=10)
+    with pytest.raises(PermanentError) as caught:
+        client.search_instances(DICOMWEB_SERIES, page_size=10)
 
-    assert [i.sop_uid for i in instances] == sops(3)
+    assert caught.value.code is Code.SEARCH_INCOMPLETE
     assert len(server.seen) == 2
+
+
+def test_a_capped_server_that_ignores_offset_is_incomplete(
+    server: FakeServer, client: DicomWebClient
+) -> None:
+    """Issue 12, 3: at most 100 of 300 instances whatever the limit and offset: never a complete listing."""
+    items = [qido(sop) for sop in sops(300)]
+
+    def capped(seen: Any) -> Reply:
+        return json_reply(items[:100])
+
+    server.respond = capped
+
+    with pytest.raises(PermanentError) as caught:
+        client.search_instances(DICOMWEB_SERIES, page_size=5000)
+
+    assert caught.value.code is Code.SEARCH_INCOMPLETE
+
+
+def test_a_page_after_a_short_page_is_incomplete(server: FakeServer, client: DicomWebClient) -> None:
+    server.replies(json_reply([qido(f"{SOP}.1")]), json_reply([qido(f"{SOP}.2")]), Reply(204))
+
+    with pytest.raises(PermanentError) as caught:
+        client.search_instances(DICOMWEB_SERIES, page_size=10)
+
+    assert caught.value.code is Code.SEARCH_INCOMPLETE
 
 
 def test_results_of_another_series_are_skipped(server: FakeServer, client: DicomWebClient) -> None:
@@ -740,11 +776,11 @@ def test_an_instance_response_with_two_parts_is_retryable(server: FakeServer, cl
         b"".join(part.iter_chunks())
 
 
-def test_metadata_is_streamed(server: FakeServer, client: DicomWebClient) -> None:
+def test_metadata_is_returned_as_sent_once_it_parses(server: FakeServer, client: DicomWebClient) -> None:
     body = json.dumps([qido(sop) for sop in sops(50)]).encode()
     server.replies(json_reply(json.loads(body)))
 
-    assert b"".join(client.metadata(DICOMWEB_SERIES)) == body
+    assert client.metadata(DICOMWEB_SERIES) == body
     assert server.seen[0].path == f"{SERIES_URL_PATH}/metadata"
     assert server.seen[0].headers["accept"] == "application/dicom+json"
 
@@ -752,13 +788,61 @@ def test_metadata_is_streamed(server: FakeServer, client: DicomWebClient) -> Non
 # -- delete ---------------------------------------------------------------------------------------
 
 
-def test_delete_returns_the_operation(server: FakeServer, client: DicomWebClient) -> None:
+@pytest.fixture
+def healthcare(server: FakeServer, connect: Callable[..., DicomWebClient]) -> DicomWebClient:
+    return connect(dicomweb_url=None, healthcare_api_url=f"{server.url}/v1")
+
+
+def test_delete_returns_the_operation(server: FakeServer, healthcare: DicomWebClient) -> None:
     server.replies(json_reply({"name": OPERATION, "metadata": {"apiMethodName": "DeleteSeries"}}))
 
-    assert client.delete_series(DICOMWEB_SERIES) == Operation(OPERATION, False, None)
+    assert healthcare.delete_series(HEALTHCARE_SERIES) == Operation(OPERATION, False, None)
     (seen,) = server.seen
     assert seen.method == "DELETE"
-    assert seen.path == SERIES_URL_PATH
+    assert seen.path == f"/v1/{STORE}/dicomWeb/studies/{STUDY}/series/{SERIES}"
+
+
+def test_a_generic_servers_delete_answer_is_never_polled(server: FakeServer, client: DicomWebClient) -> None:
+    """Issue 12, 5: a DICOMWEB_URL server's answer naming an "operation" is not taken for one: polling it
+    would send the DICOMweb credentials to the Healthcare API's host."""
+    server.replies(json_reply({"name": OPERATION}))
+
+    assert client.delete_series(DICOMWEB_SERIES) is None
+    with pytest.raises(PermanentError) as caught:
+        client.get_operation(OPERATION, DicomStore.parse(STORE))
+    assert caught.value.code is Code.INVALID_REQUEST
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        f"projects/{PROJECT}/locations/{LOCATION}/datasets/other/operations/42",
+        f"{OPERATION}/../../../secrets",
+        "https://attacker.example/operations/1",
+    ],
+)
+def test_an_operation_of_another_dataset_is_not_polled(
+    server: FakeServer, healthcare: DicomWebClient, name: str
+) -> None:
+    server.replies(json_reply({"name": name}))
+
+    with pytest.raises(PermanentError) as caught:
+        healthcare.delete_series(HEALTHCARE_SERIES)
+    assert caught.value.code is Code.SOURCE_INVALID_RESPONSE
+    with pytest.raises(PermanentError):
+        healthcare.get_operation(name, DicomStore.parse(STORE))
+    assert len(server.seen) == 1
+
+
+def test_delete_instance(server: FakeServer, healthcare: DicomWebClient) -> None:
+    server.replies(json_reply({}), Reply(404))
+
+    assert healthcare.delete_instance(HEALTHCARE_SERIES, SOP) is True
+    assert healthcare.delete_instance(HEALTHCARE_SERIES, SOP) is False
+    assert [(s.method, s.path) for s in server.seen] == [
+        ("DELETE", f"/v1/{STORE}/dicomWeb/studies/{STUDY}/series/{SERIES}/instances/{SOP}")
+    ] * 2
 
 
 @pytest.mark.parametrize("reply", [Reply(200), Reply(204), Reply(200, b"{}"), Reply(202, b"[]")])
@@ -799,10 +883,12 @@ def test_delete_refused(server: FakeServer, client: DicomWebClient, status: int)
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_delete_refused_outright_is_retried(server: FakeServer, client: DicomWebClient, status: int) -> None:
+def test_delete_refused_outright_is_retried(
+    server: FakeServer, healthcare: DicomWebClient, status: int
+) -> None:
     server.replies(Reply(status, headers={"Retry-After": "0"}), json_reply({"name": OPERATION}))
 
-    assert client.delete_series(DICOMWEB_SERIES) == Operation(OPERATION, False, None)
+    assert healthcare.delete_series(HEALTHCARE_SERIES) == Operation(OPERATION, False, None)
     assert [s.method for s in server.seen] == ["DELETE", "DELETE"]
 
 
@@ -827,11 +913,11 @@ def test_dropped_delete_is_not_retried(server: FakeServer, client: DicomWebClien
     assert [s.method for s in server.seen] == ["DELETE"]
 
 
-def test_delete_answer_that_is_not_json_is_retryable(server: FakeServer, client: DicomWebClient) -> None:
+def test_delete_answer_that_is_not_json_is_retryable(server: FakeServer, healthcare: DicomWebClient) -> None:
     server.replies(Reply(200, b"<html>ok</html>"))
 
     with pytest.raises(RetryableError, match="the delete response is not JSON"):
-        client.delete_series(DICOMWEB_SERIES)
+        healthcare.delete_series(HEALTHCARE_SERIES)
 
 
 # -- operations -----------------------------------------------------------------------------------
@@ -842,7 +928,7 @@ def test_get_operation(server: FakeServer, connect: Callable[..., DicomWebClient
     error = {"code": 5, "message": "not found"}
     server.replies(json_reply({"name": OPERATION, "done": True, "error": error}))
 
-    assert client.get_operation(OPERATION) == Operation(OPERATION, True, error)
+    assert client.get_operation(OPERATION, DicomStore.parse(STORE)) == Operation(OPERATION, True, error)
     assert server.seen[0].path == f"/v1/{OPERATION}"
 
 
@@ -860,4 +946,65 @@ def test_malformed_operation_is_retryable(
     server.replies(Reply(200, body))
 
     with pytest.raises(RetryableError, match=message):
-        client.get_operation(OPERATION)
+        client.get_operation(OPERATION, DicomStore.parse(STORE))
+
+
+# -- bounds on what a server can make the worker do -----------------------------------------------
+
+
+def test_a_trickling_server_cannot_hold_an_exchange_past_its_deadline(
+    server: FakeServer, connect: Callable[..., DicomWebClient]
+) -> None:
+    """Issue 12, 8: every read comes within the read timeout, but the exchange as a whole ends at
+    HTTP_TIMEOUT_SECONDS, so the last delivery still has time for its event."""
+    client = connect(http_timeout_seconds=1.0)
+    server.replies(Reply(200, json.dumps([qido(sop) for sop in sops(3)]).encode(), trickle=0.2))
+    started = time.monotonic()
+
+    with pytest.raises(RetryableError, match="outlived its deadline"):
+        client.search_instances(DICOMWEB_SERIES, page_size=10)
+
+    assert time.monotonic() - started < 5.0  # the body alone would take about 150 s
+
+
+def test_a_retrieve_ends_at_its_deadline(server: FakeServer, client: DicomWebClient) -> None:
+    whole = multipart(b"x" * 200)
+    server.replies(Reply(200, whole.body, headers=whole.headers, trickle=0.05))
+    started = time.monotonic()
+
+    with (
+        pytest.raises(RetryableError, match="outlived its deadline"),
+        client.retrieve_instance(DICOMWEB_SERIES, SOP, "*", deadline=time.monotonic() + 1.0) as part,
+    ):
+        b"".join(part.iter_chunks())
+
+    assert time.monotonic() - started < 5.0
+
+
+def test_a_body_read_whole_has_a_size_cap(
+    server: FakeServer, client: DicomWebClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker.dicomweb.MAX_BODY_BYTES", 1000)
+    server.replies(json_reply([qido(sop) for sop in sops(40)]))
+
+    with pytest.raises(PermanentError) as caught:
+        client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert caught.value.code is Code.SOURCE_INVALID_RESPONSE
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'[{"00200013": {"vr": "IS", "Value": [' + b"9" * 5000 + b"]}}]"],
+    ids=["deep", "long-number"],
+)
+def test_deep_json_and_oversize_numbers_are_permanent(
+    server: FakeServer, client: DicomWebClient, body: bytes
+) -> None:
+    """Issue 12, 9: not "unexpected" errors retried to exhaustion, but a clear code at once."""
+    server.replies(Reply(200, body, headers={"Content-Type": "application/dicom+json"}))
+
+    with pytest.raises(PermanentError) as caught:
+        client.search_instances(DICOMWEB_SERIES, page_size=100)
+
+    assert caught.value.code is Code.SOURCE_INVALID_RESPONSE

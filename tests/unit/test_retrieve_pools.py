@@ -41,11 +41,15 @@ class Source:
         self.parts = dict(zip(uids, parts, strict=True))
 
     @contextlib.contextmanager
-    def retrieve_series(self, series: SeriesRef, transfer_syntax: str) -> Iterator[Iterator[Part]]:
+    def retrieve_series(
+        self, series: SeriesRef, transfer_syntax: str, *, deadline: float | None = None
+    ) -> Iterator[Iterator[Part]]:
         yield (Part(data) for data in self.parts.values())
 
     @contextlib.contextmanager
-    def retrieve_instance(self, series: SeriesRef, sop_uid: str, transfer_syntax: str) -> Iterator[Part]:
+    def retrieve_instance(
+        self, series: SeriesRef, sop_uid: str, transfer_syntax: str, *, deadline: float | None = None
+    ) -> Iterator[Part]:
         yield Part(self.parts[sop_uid])
 
 
