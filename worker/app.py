@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from worker.continuation import SIGNATURE_FIELD
 from worker.dicomweb import DicomWebClient
 from worker.errors import Code, PermanentError, RetryableError
 from worker.events import CompletionEvent
@@ -75,9 +76,12 @@ class Job:
         return destination
 
     def hand_on(self, reason: str, **changes: Any) -> HandedOn:
-        """Publish the same request (with `changes`) onto REQUEST_TOPIC, to go on in a fresh delivery."""
+        """Publish the same request (with `changes`) onto REQUEST_TOPIC, to go on in a fresh delivery.
+
+        Signed with the first continuation key: only the worker may set the fields of a follow-up."""
         topic = self.settings.request_topic
-        if topic is None:
+        keys = self.settings.continuation_keys
+        if topic is None or keys is None:
             raise RetryableError("the deadline is near and REQUEST_TOPIC is not set: cannot hand the rest on")
         following = replace(self.request, continuation=self.request.continuation + 1, **changes)
         if following.continuation > MAX_CONTINUATIONS:
@@ -85,7 +89,9 @@ class Job:
                 Code.RETRIES_EXHAUSTED,
                 f"the request was handed on {MAX_CONTINUATIONS} times without finishing",
             )
-        data = json.dumps(following.as_json(), separators=(",", ":")).encode("utf-8")
+        body = following.as_json()
+        body[SIGNATURE_FIELD] = keys.sign(body)
+        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
         attributes = {"action": str(following.action), "requestId": following.request_id, "continuation": "1"}
         self.publisher.publish(topic, data, attributes)
         log.info("handed the request on", extra={"reason": reason, "continuation": following.continuation})
@@ -108,6 +114,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
+        settings.require_continuation_keys()
         self.progress = progress
         self.settings = settings
         self.dicomweb = dicomweb
@@ -124,7 +131,7 @@ class Worker:
         token = request_id_var.set(message.message_id)
         try:
             try:
-                request = parse_request(message)
+                request = parse_request(message, self.settings.continuation_keys)
             except PermanentError as error:
                 log.warning("rejected a message", extra={"code": str(error.code)})
                 action = message.attributes.get("action")

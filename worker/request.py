@@ -6,6 +6,10 @@ Accepted forms of the message data (UTF-8):
 - JSON with the fields of the original API request: projectsId, locationsId, datasetsId, dicomStoresId,
   studiesId, seriesId;
 - a DICOM store's own notification: the bare path of one stored instance (not JSON): retrieve that instance.
+
+The fields the worker sets on its own follow-ups (`operation`, `instance`, a nonzero `continuation`) are
+accepted only under its signature (worker/continuation.py). No error message repeats a value or a field
+name taken from the message: the failed event must carry no sender text.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from fnmatch import fnmatchcase
 from typing import Any
 
+from worker.continuation import SIGNATURE_FIELD, KeyRing
 from worker.errors import Code, PermanentError, invalid
 from worker.models import DicomStore, GcsLocation, SeriesRef, check_uid, parse_instance_path
 
@@ -28,9 +32,14 @@ _OPERATION = re.compile(
 )
 _STORE_FIELDS = ("projectsId", "locationsId", "datasetsId", "dicomStoresId")
 _TOP_FIELDS = frozenset(
-    {"action", "series", "destination", "requestId", "options", "operation", "continuation", "instance"}
+    {"action", "series", "destination", "requestId", "options"}
+    | {"operation", "continuation", "instance", SIGNATURE_FIELD}
     | set(_STORE_FIELDS)
     | {"studiesId", "seriesId"}
+)
+UNSIGNED = (
+    "fields the worker sets on its own follow-up messages (operation, instance, continuation, signature)"
+    " need its signature"
 )
 _TRANSFER_SYNTAX = re.compile(r"\*|[0-9]+(?:\.[0-9]+)*")
 
@@ -110,8 +119,10 @@ class SeriesRequest:
         return body
 
 
-def parse_request(message: Message) -> SeriesRequest:
-    """Validate one message into a request; raises PermanentError naming what is wrong."""
+def parse_request(message: Message, keys: KeyRing | None = None) -> SeriesRequest:
+    """Validate one message into a request; raises PermanentError naming what is wrong.
+
+    `keys` verify the worker's own follow-ups; without them no follow-up field is accepted."""
     if len(message.data) > MAX_MESSAGE_BYTES:
         raise PermanentError(Code.INVALID_MESSAGE, f"message data exceeds {MAX_MESSAGE_BYTES} bytes")
     try:
@@ -127,7 +138,7 @@ def parse_request(message: Message) -> SeriesRequest:
         raise PermanentError(Code.INVALID_MESSAGE, "message data is not JSON") from None
     if not isinstance(body, dict):
         raise PermanentError(Code.INVALID_MESSAGE, "message data must be a JSON object")
-    return _from_json(body, message)
+    return _from_json(body, message, keys)
 
 
 def request_id_of(message: Message) -> str:
@@ -146,10 +157,10 @@ def _from_notification(path: str, message: Message) -> SeriesRequest:
     return SeriesRequest(Action.RETRIEVE, series, _message_request_id(message), instance_uid=sop_uid)
 
 
-def _from_json(body: dict[str, Any], message: Message) -> SeriesRequest:
-    unknown = sorted(set(body) - _TOP_FIELDS)
+def _from_json(body: dict[str, Any], message: Message, keys: KeyRing | None) -> SeriesRequest:
+    unknown = set(body) - _TOP_FIELDS
     if unknown:
-        raise invalid(f"unknown fields: {', '.join(unknown)}")
+        raise invalid(f"unknown fields: {len(unknown)}; accepted fields: {', '.join(sorted(_TOP_FIELDS))}")
     action = _action(body.get("action", message.attributes.get("action")))
     request_id = _request_id(body.get("requestId"), message)
     series = _series(body)
@@ -171,6 +182,11 @@ def _from_json(body: dict[str, Any], message: Message) -> SeriesRequest:
     continuation = body.get("continuation", 0)
     if not isinstance(continuation, int) or isinstance(continuation, bool) or not 0 <= continuation <= 10_000:
         raise invalid("continuation must be an integer between 0 and 10000")
+    follow_up = instance is not None or operation is not None or continuation != 0
+    if (follow_up or SIGNATURE_FIELD in body) and not (
+        keys is not None and keys.verify(body, body.get(SIGNATURE_FIELD))
+    ):
+        raise invalid(UNSIGNED)
     return SeriesRequest(
         action=action,
         series=series,
@@ -240,9 +256,12 @@ def _options(action: Action, value: object) -> RetrieveOptions:
         return RetrieveOptions()
     if not isinstance(value, dict):
         raise invalid("options must be an object")
-    unknown = sorted(set(value) - _OPTIONS_OF[action])
+    allowed = _OPTIONS_OF[action]
+    unknown = set(value) - allowed
     if unknown:
-        raise invalid(f"unknown options for {action}: {', '.join(unknown)}")
+        raise invalid(
+            f"unknown options for {action}: {len(unknown)}; accepted: {', '.join(sorted(allowed)) or 'none'}"
+        )
     transfer_syntax = value.get("transferSyntax", "*")
     if not isinstance(transfer_syntax, str) or len(transfer_syntax) > 64:
         raise invalid("options.transferSyntax must be '*' or a transfer syntax UID")
@@ -260,8 +279,17 @@ def _options(action: Action, value: object) -> RetrieveOptions:
 
 
 def store_allowed(store: DicomStore | None, patterns: tuple[str, ...]) -> bool:
-    """Glob patterns over `projects/p/locations/l/datasets/d/dicomStores/s`; no patterns allows all."""
+    """ALLOWED_DICOM_STORES, compared component by component: a pattern component `*` stands for exactly
+    one whole id, any other is literal, so no pattern is broader than it looks (settings refuses any
+    pattern not shaped `projects/P/locations/L/datasets/D/dicomStores/S` or `dicomweb`). No patterns
+    allows all."""
     if not patterns:
         return True
-    name = store.name if store is not None else "dicomweb"
-    return any(fnmatchcase(name, pattern) for pattern in patterns)
+    parts = (store.name if store is not None else "dicomweb").split("/")
+    return any(_components_match(parts, pattern.split("/")) for pattern in patterns)
+
+
+def _components_match(parts: list[str], pattern: list[str]) -> bool:
+    return len(parts) == len(pattern) and all(
+        want in ("*", part) for part, want in zip(parts, pattern, strict=True)
+    )

@@ -10,11 +10,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
+from worker.continuation import KeyRing
 from worker.errors import PermanentError
-from worker.models import GcsLocation
+from worker.models import DicomStore, GcsLocation
 
 _E = TypeVar("_E", bound=StrEnum)
 _TOPIC = re.compile(r"projects/[a-z0-9.:-]+/topics/[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
+_ANY_ID = "any-id"  # valid in every place of a store path: stands in for `*` while DicomStore checks the rest
 
 
 class SettingsError(ValueError):
@@ -41,7 +43,8 @@ class Settings:
     request_topic: str | None = None
     default_destination: GcsLocation | None = None
     allowed_buckets: tuple[GcsLocation, ...] = ()
-    allowed_dicom_stores: tuple[str, ...] = ()
+    allowed_dicom_stores: tuple[str, ...] = ()  # whole-component patterns, see request.store_allowed
+    continuation_keys: KeyRing | None = None  # sign and verify follow-ups; never logged
     delete_enabled: bool = False
     concurrency: int = 16
     upload_buffer_mib: int = 128  # bytes that uploads may hold at once (see worker/storage.py)
@@ -59,6 +62,16 @@ class Settings:
     @property
     def dicomweb_root_is_healthcare(self) -> bool:
         return self.dicomweb_url is None
+
+    def require_continuation_keys(self) -> None:
+        """A worker with REQUEST_TOPIC signs what it hands on and verifies what comes back: without a key
+        every follow-up would be refused. Checked where a worker is built, not here, so that a publisher
+        of new requests (the CLI's submit and fan-out) needs no key."""
+        if self.request_topic is not None and self.continuation_keys is None:
+            raise SettingsError(
+                "REQUEST_TOPIC needs CONTINUATION_KEYS or CONTINUATION_KEYS_FILE (KEY_ID=SECRET entries):"
+                " the worker signs the follow-ups it hands on"
+            )
 
     def destination_allowed(self, destination: GcsLocation) -> bool:
         """ALLOWED_BUCKETS, or when unset, only the bucket of DEFAULT_DESTINATION; nothing without either."""
@@ -103,7 +116,11 @@ class Settings:
             request_topic=_topic("REQUEST_TOPIC", get("REQUEST_TOPIC")),
             default_destination=_location("DEFAULT_DESTINATION", get("DEFAULT_DESTINATION")),
             allowed_buckets=tuple(_allowed_bucket(item) for item in _list(get("ALLOWED_BUCKETS"))),
-            allowed_dicom_stores=tuple(_list(get("ALLOWED_DICOM_STORES"))),
+            allowed_dicom_stores=tuple(
+                _store_pattern(place, item)
+                for place, item in enumerate(_list(get("ALLOWED_DICOM_STORES")), 1)
+            ),
+            continuation_keys=_key_ring(env),
             delete_enabled=_bool("DELETE_ENABLED", get("DELETE_ENABLED") or "false"),
             concurrency=_int("CONCURRENCY", get("CONCURRENCY"), cls.concurrency, 1, 64),
             upload_buffer_mib=_int(
@@ -168,6 +185,37 @@ def _allowed_bucket(item: str) -> GcsLocation:
     location = _location("ALLOWED_BUCKETS", item if item.startswith("gs://") else f"gs://{item}")
     assert location is not None
     return location
+
+
+def _store_pattern(place: int, item: str) -> str:
+    """An ALLOWED_DICOM_STORES entry: `dicomweb`, or a store path whose every id is a valid literal or
+    exactly `*` (one whole id). Anything else would match more, or other, than it seems to say."""
+    literal = "/".join(_ANY_ID if part == "*" else part for part in item.split("/"))
+    if item != "dicomweb" and not ("*" not in literal and _is_store(literal)):
+        raise SettingsError(
+            f"ALLOWED_DICOM_STORES entry {place} must be projects/P/locations/L/datasets/D/dicomStores/S,"
+            " each id either literal or exactly * (one whole id), or dicomweb"
+        )
+    return item
+
+
+def _is_store(name: str) -> bool:
+    try:
+        DicomStore.parse(name)
+    except PermanentError:
+        return False
+    return True
+
+
+def _key_ring(env: Mapping[str, str]) -> KeyRing | None:
+    """CONTINUATION_KEYS, or the file CONTINUATION_KEYS_FILE: `KEY_ID=SECRET` entries, the first signs."""
+    if not env.get("CONTINUATION_KEYS", "").strip() and not env.get("CONTINUATION_KEYS_FILE", "").strip():
+        return None
+    text = _secret(env, "CONTINUATION_KEYS")
+    try:
+        return KeyRing.parse(text)
+    except ValueError as error:  # its message names an entry by place, never by its text
+        raise SettingsError(f"CONTINUATION_KEYS: {error}") from None
 
 
 def _bool(name: str, value: str) -> bool:

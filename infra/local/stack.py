@@ -989,6 +989,9 @@ class Deployment:
                 "GOOGLE_CLOUD_PROJECT": PROJECT,
                 "COMPLETION_TOPIC": self.completion_topic,
                 "REQUEST_TOPIC": self.request_topic,
+                # The key that signs this deployment's follow-ups (worker/continuation.py); a test that
+                # forges or replays one reads it from deployment.env.
+                "CONTINUATION_KEYS": f"local={os.urandom(32).hex()}",
                 "DICOMWEB_AUTH": "none",
                 "PYTHONUNBUFFERED": "1",
                 # Keep google-auth away from the metadata server (never leave loopback).

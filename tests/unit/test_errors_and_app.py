@@ -34,16 +34,19 @@ from tests.unit.fakes import (
 )
 from worker import logs
 from worker.app import MAX_CONTINUATIONS, Job, Outcome, Worker
+from worker.continuation import KeyRing
 from worker.errors import Code, PermanentError, RetryableError, WorkerError, invalid
 from worker.events import CompletionEvent
 from worker.models import GcsLocation, SeriesRef
 from worker.pubsub import Publisher
 from worker.request import Action, Message, SeriesRequest, parse_request
-from worker.settings import Settings
+from worker.settings import Settings, SettingsError
 
+KEYS = KeyRing.parse("worker-1=" + "k" * 32)
 SETTINGS = Settings(
     completion_topic=COMPLETION_TOPIC,
     request_topic=REQUEST_TOPIC,
+    continuation_keys=KEYS,
     delete_enabled=True,
     deadline_seconds=60,
 )
@@ -481,6 +484,10 @@ def test_worker_with_the_real_publisher_retries_when_the_publish_fails() -> None
 # -- handing on -----------------------------------------------------------------------------------
 
 
+def signed(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "signature": KEYS.sign(body)}
+
+
 def handing_on(**changes: Any) -> FakeAction:
     return FakeAction(lambda job: job.hand_on("deadline", **changes))
 
@@ -495,22 +502,24 @@ def test_handed_on_request_has_no_completion_event_yet(publisher: FakePublisher)
 
 def test_hand_on_publishes_the_same_request_with_continuation_plus_one(publisher: FakePublisher) -> None:
     original = message(
-        {
-            "action": "retrieve",
-            "series": SERIES_PATH,
-            "requestId": "req-9",
-            "destination": "gs://my-bucket/in",
-            "options": {"mode": "series", "includeMetadata": True},
-            "continuation": 2,
-        }
+        signed(
+            {
+                "action": "retrieve",
+                "series": SERIES_PATH,
+                "requestId": "req-9",
+                "destination": "gs://my-bucket/in",
+                "options": {"mode": "series", "includeMetadata": True},
+                "continuation": 2,
+            }
+        )
     )
 
     make_worker(publisher, handing_on()).handle(original)
 
     (follow_up,) = publisher.to(REQUEST_TOPIC)
     assert follow_up.attributes == {"action": "retrieve", "requestId": "req-9", "continuation": "1"}
-    parsed = parse_request(Message(follow_up.data, follow_up.attributes, "new-message-id"))
-    assert parsed == replace(parse_request(original), continuation=3)
+    parsed = parse_request(Message(follow_up.data, follow_up.attributes, "new-message-id"), KEYS)
+    assert parsed == replace(parse_request(original, KEYS), continuation=3)
     assert json.loads(follow_up.data)["continuation"] == 3
 
 
@@ -520,7 +529,7 @@ def test_hand_on_carries_the_changes(publisher: FakePublisher) -> None:
     )
 
     (follow_up,) = publisher.to(REQUEST_TOPIC)
-    parsed = parse_request(Message(follow_up.data, {}, "new-message-id"))
+    parsed = parse_request(Message(follow_up.data, {}, "new-message-id"), KEYS)
     assert parsed.operation == OPERATION
     assert parsed.continuation == 1
     assert parsed.request_id == MESSAGE_ID
@@ -537,13 +546,102 @@ def test_hand_on_without_request_topic_is_retryable(publisher: FakePublisher) ->
 def test_hand_on_stops_after_max_continuations(publisher: FakePublisher) -> None:
     body = {"action": "search", "series": SERIES_PATH, "continuation": MAX_CONTINUATIONS}
 
-    make_worker(publisher, handing_on()).handle(message(body))
+    make_worker(publisher, handing_on()).handle(message(signed(body)))
 
     published = only_event(publisher)
     assert published.attributes["errorCode"] == "retries_exhausted"
     assert published.json()["error"]["message"] == (
         f"the request was handed on {MAX_CONTINUATIONS} times without finishing"
     )
+
+
+def test_hand_on_signs_the_whole_follow_up(publisher: FakePublisher) -> None:
+    make_worker(publisher, handing_on(operation=OPERATION)).handle(
+        message({"action": "delete", "series": SERIES_PATH, "requestId": "req-3"})
+    )
+
+    (follow_up,) = publisher.to(REQUEST_TOPIC)
+    body = follow_up.json()
+    assert body["signature"].startswith("v1:worker-1:")
+    unsigned = {name: value for name, value in body.items() if name != "signature"}
+    assert unsigned == {
+        "action": "delete",
+        "series": SERIES_PATH,
+        "requestId": "req-3",
+        "continuation": 1,
+        "operation": OPERATION,
+    }
+    assert KEYS.verify(unsigned, body["signature"])
+
+
+def test_the_worker_takes_its_own_follow_up(publisher: FakePublisher) -> None:
+    """The follow-up, delivered back to a worker with the same keys, goes on where the first stopped."""
+    make_worker(publisher, handing_on(operation=OPERATION)).handle(
+        message({"action": "delete", "series": SERIES_PATH})
+    )
+    (follow_up,) = publisher.to(REQUEST_TOPIC)
+    action = FakeAction({"deleted": True})
+
+    make_worker(FakePublisher(), action).handle(Message(follow_up.data, follow_up.attributes, "second-id"))
+
+    [job] = action.jobs
+    assert (job.request.operation, job.request.continuation) == (OPERATION, 1)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"action": "delete", "series": SERIES_PATH, "operation": OPERATION},
+        {"action": "archive", "series": SERIES_PATH, "operation": OPERATION, "continuation": 1},
+        {"action": "retrieve", "series": SERIES_PATH, "instance": SOP, "continuation": 1},
+    ],
+    ids=["delete-operation", "archive-operation", "retrieve-instance"],
+)
+def test_a_forged_follow_up_is_refused_and_nothing_is_claimed(
+    publisher: FakePublisher, forged: dict[str, Any]
+) -> None:
+    """Operation names are public (completion events carry them): a sender must not be able to make the
+    worker report a series deleted by naming one."""
+    action = FakeAction({"deleted": True, "verified": True})
+
+    make_worker(publisher, action).handle(message({**forged, "requestId": "forged-1"}))
+
+    assert action.jobs == []
+    published = only_event(publisher)
+    assert published.attributes == {
+        "requestId": "forged-1",
+        "status": "failed",
+        "errorCode": "invalid_request",
+    }
+    body = published.json()
+    assert body["status"] == "failed"
+    assert "deleted" not in body and "verified" not in body
+    assert body["error"]["message"] == (
+        "fields the worker sets on its own follow-up messages (operation, instance, continuation, signature)"
+        " need its signature"
+    )
+
+
+def test_a_follow_up_signature_moved_to_another_series_is_refused(publisher: FakePublisher) -> None:
+    make_worker(publisher, handing_on(operation=OPERATION)).handle(
+        message({"action": "delete", "series": SERIES_PATH})
+    )
+    (follow_up,) = publisher.to(REQUEST_TOPIC)
+    moved = {**follow_up.json(), "series": SERIES_PATH.replace(SERIES, SERIES + ".1")}
+    action = FakeAction({"deleted": True})
+    second = FakePublisher()
+
+    make_worker(second, action).handle(message(moved))
+
+    assert action.jobs == []
+    assert only_event(second).attributes["errorCode"] == "invalid_request"
+
+
+def test_a_worker_with_request_topic_needs_continuation_keys() -> None:
+    with pytest.raises(SettingsError, match="REQUEST_TOPIC needs CONTINUATION_KEYS"):
+        make_worker(FakePublisher(), settings=replace(SETTINGS, continuation_keys=None))
+
+    make_worker(FakePublisher(), settings=replace(SETTINGS, continuation_keys=None, request_topic=None))
 
 
 # -- Job.destination ------------------------------------------------------------------------------

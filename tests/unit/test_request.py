@@ -21,6 +21,7 @@ from tests.unit.fakes import (
     STUDY,
     message,
 )
+from worker.continuation import KeyRing
 from worker.errors import Code, PermanentError
 from worker.models import DicomStore, GcsLocation, SeriesRef
 from worker.request import (
@@ -43,10 +44,21 @@ SEPARATE = {
 }
 OPERATION = f"projects/{PROJECT}/locations/{LOCATION}/datasets/{DATASET}/operations/8642097531"
 HEALTHCARE_SERIES = SeriesRef(DicomStore(PROJECT, LOCATION, DATASET, STORE_ID), STUDY, SERIES)
+KEYS = KeyRing.parse("worker-1=" + "k" * 32)
+UNSIGNED = (
+    "fields the worker sets on its own follow-up messages (operation, instance, continuation, signature)"
+    " need its signature"
+)
 
 
 def parse(body: object, attributes: dict[str, str] | None = None, **kwargs: Any) -> SeriesRequest:
-    return parse_request(message(body, attributes, **kwargs))
+    """Parsed as the worker parses: with its key ring."""
+    return parse_request(message(body, attributes, **kwargs), KEYS)
+
+
+def signed(body: dict[str, Any], keys: KeyRing = KEYS) -> dict[str, Any]:
+    """`body` as the worker hands it on: with its signature."""
+    return {**body, "signature": keys.sign(body)}
 
 
 def rejected(body: object, attributes: dict[str, str] | None = None, **kwargs: Any) -> PermanentError:
@@ -173,21 +185,128 @@ def test_store_notification_ignores_the_native_action_attribute() -> None:
     assert request.action is Action.RETRIEVE
 
 
-def test_instance_field_with_retrieve() -> None:
-    assert parse({"action": "retrieve", "series": SERIES_PATH, "instance": SOP}).instance_uid == SOP
+def test_signed_instance_field_with_retrieve() -> None:
+    body = signed({"action": "retrieve", "series": SERIES_PATH, "instance": SOP})
+
+    assert parse(body).instance_uid == SOP
 
 
 @pytest.mark.parametrize("action", ["delete", "archive"])
-def test_operation_and_continuation_of_a_follow_up(action: str) -> None:
-    request = parse({"action": action, "series": SERIES_PATH, "operation": OPERATION, "continuation": 3})
+def test_operation_and_continuation_of_a_signed_follow_up(action: str) -> None:
+    body = signed({"action": action, "series": SERIES_PATH, "operation": OPERATION, "continuation": 3})
+
+    request = parse(body)
 
     assert request.operation == OPERATION
     assert request.continuation == 3
 
 
-@pytest.mark.parametrize("continuation", [0, 1, 10_000])
+@pytest.mark.parametrize("continuation", [1, 10_000])
 def test_continuation_range(continuation: int) -> None:
-    assert parse(search(continuation=continuation)).continuation == continuation
+    assert parse(signed(search(continuation=continuation))).continuation == continuation
+
+
+def test_continuation_zero_needs_no_signature() -> None:
+    """What a sender (and the operator CLI) publishes: a new request, counted from 0."""
+    assert parse(search(continuation=0)).continuation == 0
+
+
+# -- follow-up fields only with the worker's signature ----------------------------------------------
+
+
+def unsigned_refused(body: object, keys: KeyRing | None = KEYS) -> None:
+    with pytest.raises(PermanentError) as caught:
+        parse_request(message(body), keys)
+    assert caught.value.code is Code.INVALID_REQUEST
+    assert caught.value.message == UNSIGNED
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"action": "delete", "series": SERIES_PATH, "operation": OPERATION},
+        {"action": "archive", "series": SERIES_PATH, "operation": OPERATION, "continuation": 1},
+        {"action": "retrieve", "series": SERIES_PATH, "instance": SOP},
+        search(continuation=1),
+        {"action": "retrieve", "series": SERIES_PATH, "continuation": 10_000, "destination": "gs://b-1/x"},
+    ],
+    ids=["operation", "operation-continuation", "instance", "continuation", "retrieve-continuation"],
+)
+def test_forged_follow_up_fields_are_refused(body: dict[str, Any]) -> None:
+    """The forged delete follow-up made the worker report the series deleted with nothing done."""
+    unsigned_refused(body)
+
+
+def test_without_a_key_ring_no_follow_up_is_accepted() -> None:
+    body = {"action": "delete", "series": SERIES_PATH, "operation": OPERATION, "continuation": 1}
+
+    unsigned_refused(signed(body), keys=None)
+
+
+def test_a_signature_by_another_key_is_refused() -> None:
+    body = {"action": "delete", "series": SERIES_PATH, "operation": OPERATION, "continuation": 1}
+
+    unsigned_refused(signed(body, KeyRing.parse("worker-1=" + "x" * 32)))
+    unsigned_refused(signed(body, KeyRing.parse("worker-2=" + "k" * 32)))
+
+
+def test_a_follow_up_signed_with_the_old_key_is_accepted_during_a_rotation() -> None:
+    old = KeyRing.parse("old=" + "o" * 32)
+    body = signed({"action": "delete", "series": SERIES_PATH, "operation": OPERATION, "continuation": 1}, old)
+    rotated = KeyRing.parse(f"new={'n' * 32},old={'o' * 32}")
+
+    assert parse_request(message(body), rotated).operation == OPERATION
+    unsigned_refused(body, KeyRing.parse("new=" + "n" * 32))
+
+
+OTHER_SERIES_PATH = SERIES_PATH.replace(SERIES, SERIES + ".9")
+OTHER_OPERATION = OPERATION.replace("8642097531", "1357")
+
+
+@pytest.mark.parametrize(
+    "moved",
+    [
+        {"series": OTHER_SERIES_PATH},
+        {"requestId": "another-request"},
+        {"operation": OTHER_OPERATION},
+        {"action": "archive"},
+        {"continuation": 2},
+        {"destination": "gs://my-bucket/elsewhere"},
+    ],
+    ids=lambda moved: next(iter(moved)),
+)
+def test_a_signature_moved_to_another_message_is_refused(moved: dict[str, Any]) -> None:
+    genuine = signed(
+        {
+            "action": "delete",
+            "series": SERIES_PATH,
+            "requestId": "req-1",
+            "operation": OPERATION,
+            "continuation": 1,
+        }
+    )
+    assert parse(genuine).operation == OPERATION
+
+    unsigned_refused({**genuine, **moved})
+
+
+def test_a_removed_field_breaks_the_signature() -> None:
+    genuine = signed(
+        {"action": "retrieve", "series": SERIES_PATH, "instance": SOP, "destination": "gs://b-1/x"}
+    )
+
+    unsigned_refused({k: v for k, v in genuine.items() if k != "destination"})
+
+
+def test_a_signature_is_checked_on_a_message_without_follow_up_fields() -> None:
+    """A signature is either the worker's over exactly this message or refused, whatever the message."""
+    assert parse(signed(search())).series == HEALTHCARE_SERIES
+    unsigned_refused({**search(), "signature": KEYS.sign(search(requestId="x"))})
+    unsigned_refused({**search(), "signature": 7})
+
+
+def test_a_store_notification_needs_no_signature() -> None:
+    assert parse(f"{SERIES_PATH}/instances/{SOP}").instance_uid == SOP
 
 
 def test_message_of_exactly_the_size_limit_is_accepted() -> None:
@@ -290,25 +409,34 @@ def test_missing_action(body: dict[str, Any]) -> None:
     assert invalid_request(body) == "action is missing (in the data or the message attribute 'action')"
 
 
-def test_unknown_fields_are_named() -> None:
-    assert invalid_request(search(studyUID=STUDY, Series=SERIES)) == "unknown fields: Series, studyUID"
+def test_unknown_fields_are_counted_not_named() -> None:
+    """A sender's field names are sender text: the event carries neither them nor their values."""
+    assert invalid_request(search(studyUID=STUDY, **{"DOE^JANE MRN 123456": 1})) == (
+        "unknown fields: 2; accepted fields: action, continuation, datasetsId, destination, dicomStoresId,"
+        " instance, locationsId, operation, options, projectsId, requestId, series, seriesId, signature,"
+        " studiesId"
+    )
 
 
 @pytest.mark.parametrize(
     ("action", "options", "named"),
     [
-        ("retrieve", {"compress": True}, "unknown options for retrieve: compress"),
-        ("archive", {"transferSyntax": "*"}, "unknown options for archive: transferSyntax"),
+        (
+            "retrieve",
+            {"compress": True, "DOE^JANE": 1},
+            "unknown options for retrieve: 2; accepted: includeMetadata, mode, transferSyntax",
+        ),
+        ("archive", {"transferSyntax": "*"}, "unknown options for archive: 1; accepted: mode"),
         (
             "archive",
             {"includeMetadata": True, "mode": "series"},
-            "unknown options for archive: includeMetadata",
+            "unknown options for archive: 1; accepted: mode",
         ),
-        ("search", {"mode": "series"}, "unknown options for search: mode"),
-        ("delete", {"includeMetadata": False}, "unknown options for delete: includeMetadata"),
+        ("search", {"mode": "series"}, "unknown options for search: 1; accepted: none"),
+        ("delete", {"includeMetadata": False}, "unknown options for delete: 1; accepted: none"),
     ],
 )
-def test_unknown_options_are_named(action: str, options: dict[str, Any], named: str) -> None:
+def test_unknown_options_are_counted_not_named(action: str, options: dict[str, Any], named: str) -> None:
     assert invalid_request({"action": action, "series": SERIES_PATH, "options": options}) == named
 
 
@@ -705,10 +833,10 @@ ROUND_TRIPS = [
 
 
 @pytest.mark.parametrize("request_", ROUND_TRIPS, ids=lambda r: r.request_id)
-def test_as_json_round_trips_through_parse_request(request_: SeriesRequest) -> None:
-    data = json.dumps(request_.as_json()).encode("utf-8")
+def test_signed_as_json_round_trips_through_parse_request(request_: SeriesRequest) -> None:
+    data = json.dumps(signed(request_.as_json())).encode("utf-8")
 
-    assert parse_request(message(data, message_id="unrelated-id")) == request_
+    assert parse_request(message(data, message_id="unrelated-id"), KEYS) == request_
 
 
 def test_as_json_carries_only_the_options_of_the_action() -> None:
@@ -721,7 +849,9 @@ def test_as_json_carries_only_the_options_of_the_action() -> None:
     }
 
 
-# -- ALLOWED_DICOM_STORES globs -------------------------------------------------------------------
+# -- ALLOWED_DICOM_STORES: whole path components -------------------------------------------------
+
+ANY_STORE = "projects/*/locations/*/datasets/*/dicomStores/*"
 
 
 @pytest.mark.parametrize(
@@ -729,18 +859,44 @@ def test_as_json_carries_only_the_options_of_the_action() -> None:
     [
         ((), True),
         ((STORE,), True),
+        ((ANY_STORE,), True),
         ((f"projects/{PROJECT}/locations/*/datasets/{DATASET}/dicomStores/*",), True),
-        (("projects/other-project/*", f"projects/{PROJECT}/*"), True),
-        (("projects/other-project/*",), False),
+        (("projects/other-project/locations/*/datasets/*/dicomStores/*", STORE), True),
+        (("projects/other-project/locations/*/datasets/*/dicomStores/*",), False),
         ((f"{STORE}-2",), False),
         ((STORE.upper(),), False),
         (("dicomweb",), False),
     ],
 )
-def test_store_allowed_by_glob(patterns: tuple[str, ...], allowed: bool) -> None:
+def test_store_allowed_component_by_component(patterns: tuple[str, ...], allowed: bool) -> None:
     assert store_allowed(HEALTHCARE_SERIES.store, patterns) is allowed
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        f"projects/{PROJECT}/*",  # `*` never crosses a `/`
+        "projects/*",
+        "*",
+        f"projects/{PROJECT}/locations/{LOCATION}/datasets/{DATASET}/dicomStores/my*",  # not a glob
+        f"projects/{PROJECT}/locations/{LOCATION}/datasets/{DATASET}/dicomStores/my-store/*",
+        f"projects/{PROJECT}/locations/{LOCATION}/datasets/*",
+    ],
+)
+def test_a_star_stands_for_exactly_one_whole_component(pattern: str) -> None:
+    assert not store_allowed(HEALTHCARE_SERIES.store, (pattern,))
+
+
+def test_a_star_inside_an_id_matches_only_itself() -> None:
+    evil = DicomStore(PROJECT, LOCATION, DATASET, "s-evil")
+
+    assert not store_allowed(
+        evil, (f"projects/{PROJECT}/locations/{LOCATION}/datasets/{DATASET}/dicomStores/s*",)
+    )
+    assert store_allowed(evil, (f"projects/{PROJECT}/locations/{LOCATION}/datasets/{DATASET}/dicomStores/*",))
 
 
 def test_dicomweb_series_is_matched_as_dicomweb() -> None:
     assert store_allowed(None, ("dicomweb",))
+    assert not store_allowed(None, (ANY_STORE,))
     assert not store_allowed(None, ("projects/*",))

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from worker.continuation import KeyRing
 from worker.models import GcsLocation
 from worker.settings import Auth, Settings, SettingsError
 
 SECRET = "s3cr3t-Token.value"
+KEYS = "k2=" + "B" * 40 + ",k1=" + "A" * 32
 
 
 def settings_error(env: dict[str, str]) -> str:
@@ -32,6 +34,7 @@ def test_defaults() -> None:
     assert settings.default_destination is None
     assert settings.allowed_buckets == ()
     assert settings.allowed_dicom_stores == ()
+    assert settings.continuation_keys is None
     assert settings.delete_enabled is False
     assert settings.concurrency == 16
     assert settings.search_page_size == 5000
@@ -58,7 +61,11 @@ def test_every_variable() -> None:
             "REQUEST_TOPIC": "projects/my-project/topics/series-requests",
             "DEFAULT_DESTINATION": "gs://my-bucket/dicom/",
             "ALLOWED_BUCKETS": " my-bucket/dicom , gs://other-bucket,, third-bucket ",
-            "ALLOWED_DICOM_STORES": "projects/p/*, projects/q/locations/*/datasets/d/dicomStores/s",
+            "ALLOWED_DICOM_STORES": (
+                "projects/p-1234/locations/*/datasets/*/dicomStores/*,"
+                " projects/q-1234/locations/*/datasets/d/dicomStores/s , dicomweb"
+            ),
+            "CONTINUATION_KEYS": KEYS,
             "DELETE_ENABLED": "TRUE",
             "CONCURRENCY": "64",
             "UPLOAD_BUFFER_MIB": "512",
@@ -83,9 +90,11 @@ def test_every_variable() -> None:
         GcsLocation("third-bucket", ""),
     )
     assert settings.allowed_dicom_stores == (
-        "projects/p/*",
-        "projects/q/locations/*/datasets/d/dicomStores/s",
+        "projects/p-1234/locations/*/datasets/*/dicomStores/*",
+        "projects/q-1234/locations/*/datasets/d/dicomStores/s",
+        "dicomweb",
     )
+    assert settings.continuation_keys == KeyRing.parse(KEYS)
     assert settings.delete_enabled is True
     assert settings.concurrency == 64
     assert settings.upload_buffer_mib == 512
@@ -321,3 +330,113 @@ def test_allowed_buckets_are_the_only_allowed_places(destination: str, expected:
     env = {"ALLOWED_BUCKETS": "b-one/in,gs://b-two", "DEFAULT_DESTINATION": "gs://default-bucket/x"}
 
     assert allowed(env, destination) is expected
+
+
+# -- ALLOWED_DICOM_STORES: whole path components ----------------------------------------------------
+
+PATTERN_ERROR = (
+    "ALLOWED_DICOM_STORES entry {n} must be projects/P/locations/L/datasets/D/dicomStores/S, each id"
+    " either literal or exactly * (one whole id), or dicomweb"
+)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "projects/p-1234/*",
+        "projects/*",
+        "*",
+        "projects/p-1234/locations/us/datasets/d/dicomStores/s*",
+        "projects/p-1234/locations/us/datasets/d*x/dicomStores/s",
+        "projects/**/locations/us/datasets/d/dicomStores/s",
+        "projects/p-1234/locations/us/datasets/d/dicomStores/s/dicomWeb",
+        "projects/p-1234/locations/us/datasets/d/dicomStores/?",
+        "projects/p-1234/locations/us/datasets/d/dicomStores/[st]",
+        "*/p-1234/locations/us/datasets/d/dicomStores/s",
+        "projects/p-1234/*/us/datasets/d/dicomStores/s",
+        "projects/p-1234/locations/US/datasets/d/dicomStores/s",
+        "projects/p-1234/locations/us/datasets//dicomStores/s",
+        "DICOMWEB",
+    ],
+)
+def test_a_store_pattern_broader_or_other_than_it_looks_is_refused(pattern: str) -> None:
+    error = settings_error({"ALLOWED_DICOM_STORES": f"dicomweb,{pattern}"})
+
+    assert error == PATTERN_ERROR.format(n=2)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "projects/*/locations/*/datasets/*/dicomStores/*",
+        "projects/org.example:p-1234/locations/europe-west4/datasets/d_1.x/dicomStores/s-2",
+        "projects/p-1234/locations/*/datasets/imaging/dicomStores/*",
+        "dicomweb",
+    ],
+)
+def test_store_patterns_of_whole_components(pattern: str) -> None:
+    assert Settings.from_env({"ALLOWED_DICOM_STORES": pattern}).allowed_dicom_stores == (pattern,)
+
+
+# -- CONTINUATION_KEYS -------------------------------------------------------------------------------
+
+
+def test_continuation_keys_from_the_environment() -> None:
+    keys = Settings.from_env({"CONTINUATION_KEYS": f" {KEYS} "}).continuation_keys
+
+    assert keys is not None
+    assert keys.key_ids == ("k2", "k1")
+
+
+def test_continuation_keys_from_a_mounted_secret(tmp_path: Path) -> None:
+    secret_file = tmp_path / "continuation-keys"
+    secret_file.write_text(KEYS.replace(",", "\n") + "\n", encoding="utf-8")
+
+    settings = Settings.from_env({"CONTINUATION_KEYS_FILE": str(secret_file)})
+
+    assert settings.continuation_keys == KeyRing.parse(KEYS)
+
+
+def test_continuation_key_file_that_cannot_be_read(tmp_path: Path) -> None:
+    error = settings_error({"CONTINUATION_KEYS_FILE": str(tmp_path / "missing")})
+
+    assert error == "CONTINUATION_KEYS_FILE cannot be read"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("B" * 40, "entry 1 is not KEY_ID=SECRET"),
+        ("k1=short", "the secret of key k1 must be at least 32 characters"),
+        ("k/1=" + "B" * 40, "entry 1: the key id must be 1 to 32 letters, digits, _ or -"),
+        (KEYS + ",k1=" + "C" * 32, "key id k1 appears twice"),
+    ],
+)
+def test_bad_continuation_keys_are_named_without_their_secret(value: str, message: str) -> None:
+    error = settings_error({"CONTINUATION_KEYS": value})
+
+    assert error == f"CONTINUATION_KEYS: {message}"
+    assert "BBBB" not in error
+
+
+def test_settings_never_show_a_continuation_key() -> None:
+    settings = Settings.from_env({"CONTINUATION_KEYS": KEYS})
+
+    assert "AAAA" not in repr(settings)
+    assert "AAAA" not in str(settings.continuation_keys)
+
+
+def test_request_topic_needs_continuation_keys_where_a_worker_runs() -> None:
+    """A worker hands on to REQUEST_TOPIC and must sign and verify; a publisher of new requests (the CLI's
+    submit) needs no key."""
+    topic = {"REQUEST_TOPIC": "projects/my-project/topics/series-requests"}
+    without = Settings.from_env(topic)
+
+    with pytest.raises(SettingsError) as error:
+        without.require_continuation_keys()
+    assert str(error.value) == (
+        "REQUEST_TOPIC needs CONTINUATION_KEYS or CONTINUATION_KEYS_FILE (KEY_ID=SECRET entries):"
+        " the worker signs the follow-ups it hands on"
+    )
+    Settings.from_env({**topic, "CONTINUATION_KEYS": KEYS}).require_continuation_keys()
+    Settings.from_env({}).require_continuation_keys()
