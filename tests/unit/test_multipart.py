@@ -195,8 +195,9 @@ def test_boundary_quoted_with_special_characters() -> None:
     ],
 )
 def test_boundary_from_content_type_errors(value: str) -> None:
-    with pytest.raises(MultipartError, match="multipart"):
+    with pytest.raises(MultipartError, match="multipart") as info:
         boundary_from_content_type(value)
+    assert repr(value) not in str(info.value)  # the server's text is not repeated
 
 
 def test_content_type_params() -> None:
@@ -216,8 +217,9 @@ def test_content_type_params() -> None:
 
 def test_iter_parts_rejects_bad_boundary() -> None:
     for boundary in ("", "a\r\nb", "a\nb", "\u20ac"):
-        with pytest.raises(MultipartError):
+        with pytest.raises(MultipartError, match="boundary") as info:
             iter_parts([b""], boundary)
+        assert repr(boundary) not in str(info.value)
     with pytest.raises(ValueError, match="max_header_bytes"):
         iter_parts([b""], "b", max_header_bytes=0)
 
@@ -646,8 +648,9 @@ def test_invalid_content_length(value: str) -> None:
 
 @pytest.mark.parametrize("line", [b"no colon here", b": no name", b"   : blank name"])
 def test_malformed_header_line(line: bytes) -> None:
-    with pytest.raises(MultipartError, match="malformed header"):
+    with pytest.raises(MultipartError, match="malformed header") as info:
         consume([b"--b\r\n" + line + b"\r\n\r\nbody\r\n--b--"], "b")
+    assert line.strip().decode() not in str(info.value)
 
 
 def test_header_block_size_limit() -> None:
