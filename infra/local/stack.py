@@ -569,14 +569,68 @@ def find_fake_gcs_binary() -> Path:
     return candidates[0]
 
 
-class FakeGcs(ManagedProcess):
-    """fake-gcs-server on 127.0.0.1, filesystem backend. Ready when ``GET /storage/v1/b`` answers 200."""
+class GcsFront(ManagedProcess):
+    """``python -m infra.local.gcs_front``: Cloud Storage's permissions for objectCreator + objectViewer
+    in front of fake-gcs-server (see infra/local/gcs_front.py). Ready when ``GET /_front/faults`` answers."""
 
-    def __init__(self, run_dir: str | Path, port: int | None = None, *, name: str = "fake-gcs") -> None:
+    def __init__(self, run_dir: str | Path, upstream: str, *, name: str = "gcs-front") -> None:
+        super().__init__(name, run_dir)
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.upstream = upstream
+        self._session = loopback_session()
+
+    def spawn(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "infra.local.gcs_front",
+            "--port",
+            str(self.port),
+            "--upstream",
+            self.upstream,
+        ]
+        self._spawn(command, base_env({"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}), REPO_ROOT)
+
+    def wait_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> None:
+        self.wait_until(
+            lambda: _http_ready(self._session, self.url + "/_front/faults", lambda r: r.status_code == 200),
+            timeout,
+            f"answering 200 on {self.url}/_front/faults",
+        )
+
+    def start(self, timeout: float = DEFAULT_READY_TIMEOUT) -> GcsFront:
+        self.spawn()
+        self.wait_ready(timeout)
+        return self
+
+    def corrupt_uploads(self, count: int) -> None:
+        """Flip one byte of each of the next ``count`` upload bodies on their way to fake-gcs-server."""
+        response = self._session.post(
+            f"{self.url}/_front/faults", json={"corrupt_uploads": count}, timeout=10
+        )
+        if not response.ok:
+            raise StackError(f"gcs-front: setting faults: {response.status_code}")
+
+
+class FakeGcs(ManagedProcess):
+    """fake-gcs-server on 127.0.0.1, filesystem backend. Ready when ``GET /storage/v1/b`` answers 200.
+
+    With ``front`` (the default), ``url`` is a :class:`GcsFront` that grants only what the function's
+    service account has (create and read objects), and fake-gcs-server's resumable session URLs point at
+    it; ``admin_url`` reaches fake-gcs-server itself, for tests that plant, replace or remove objects.
+    The front is a process of its own (``front``): :class:`Stack` starts and stops it with the rest.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, port: int | None = None, *, name: str = "fake-gcs", front: bool = True
+    ) -> None:
         super().__init__(name, run_dir)
         self.port = port or free_port()
         self.host = f"{LOOPBACK}:{self.port}"
-        self.url = f"http://{self.host}"  # the STORAGE_EMULATOR_HOST value (with scheme)
+        self.admin_url = f"http://{self.host}"
+        self.front = GcsFront(run_dir, self.admin_url) if front else None
+        self.url = self.front.url if self.front else self.admin_url  # the STORAGE_EMULATOR_HOST value
         self.data_dir = self.run_dir / f"{name}-data"
         self._session = loopback_session()
 
@@ -597,19 +651,24 @@ class FakeGcs(ManagedProcess):
 
     def wait_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> None:
         self.wait_until(
-            lambda: _http_ready(self._session, self.url + "/storage/v1/b", lambda r: r.status_code == 200),
+            lambda: _http_ready(
+                self._session, self.admin_url + "/storage/v1/b", lambda r: r.status_code == 200
+            ),
             timeout,
-            f"answering 200 on {self.url}/storage/v1/b",
+            f"answering 200 on {self.admin_url}/storage/v1/b",
         )
 
     def start(self, timeout: float = DEFAULT_READY_TIMEOUT) -> FakeGcs:
+        """fake-gcs-server and its front (a Stack starts them as two components instead)."""
         self.spawn()
         self.wait_ready(timeout)
+        if self.front is not None and not self.front.running:
+            self.front.start(timeout)
         return self
 
     def create_bucket(self, name: str, project: str = PROJECT) -> str:
         response = self._session.post(
-            f"{self.url}/storage/v1/b", params={"project": project}, json={"name": name}, timeout=10
+            f"{self.admin_url}/storage/v1/b", params={"project": project}, json={"name": name}, timeout=10
         )
         if not response.ok:
             raise StackError(f"fake-gcs: creating bucket {name}: {response.status_code} {response.text}")
@@ -1132,7 +1191,8 @@ class Stack:
 
     @property
     def components(self) -> list[ManagedProcess]:
-        parts: list[ManagedProcess | None] = [self.pubsub, self.gcs, self.healthcare, self.orthanc]
+        front = self.gcs.front if self.gcs is not None else None
+        parts: list[ManagedProcess | None] = [self.pubsub, self.gcs, front, self.healthcare, self.orthanc]
         return [part for part in parts if part is not None]
 
     def processes(self) -> list[ManagedProcess]:
@@ -1200,8 +1260,18 @@ class Stack:
 
     @property
     def gcs_url(self) -> str:
-        """``http://127.0.0.1:PORT``: the ``STORAGE_EMULATOR_HOST`` value."""
+        """``http://127.0.0.1:PORT``: the ``STORAGE_EMULATOR_HOST`` value (the permission front)."""
         return str(self._need(self.gcs, "fake-gcs-server").url)
+
+    @property
+    def gcs_admin_url(self) -> str:
+        """fake-gcs-server itself, past the front: for tests that plant, replace or remove objects."""
+        return str(self._need(self.gcs, "fake-gcs-server").admin_url)
+
+    @property
+    def gcs_front(self) -> GcsFront:
+        gcs: FakeGcs = self._need(self.gcs, "fake-gcs-server")
+        return self._need(gcs.front, "the Cloud Storage permission front")  # type: ignore[no-any-return]
 
     @property
     def healthcare_url(self) -> str:
@@ -1233,10 +1303,13 @@ class Stack:
         gcs: FakeGcs = self._need(self.gcs, "fake-gcs-server")
         return gcs.create_bucket(name)
 
-    def storage_client(self) -> Any:
-        """A ``google.cloud.storage.Client`` on fake-gcs-server with anonymous credentials.
+    def storage_client(self, *, admin: bool = False) -> Any:
+        """A ``google.cloud.storage.Client`` with anonymous credentials: through the permission front
+        (what the function may do), or with ``admin`` on fake-gcs-server itself.
 
         The library also reads ``STORAGE_EMULATOR_HOST`` from ``os.environ`` in places: the fixture sets it.
+        An admin client's resumable uploads still send their chunks through the front (fake-gcs-server's
+        session URLs point at it), which passes sessions it did not see begin.
         """
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
@@ -1244,7 +1317,7 @@ class Stack:
         return storage.Client(
             project=PROJECT,
             credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": self.gcs_url},
+            client_options={"api_endpoint": self.gcs_admin_url if admin else self.gcs_url},
         )
 
     def create_dicom_store(self, name: str) -> str:
