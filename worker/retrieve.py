@@ -23,9 +23,9 @@ from google.api_core import retry as api_retry
 from worker.app import HandedOn, Job, Outcome
 from worker.dicomweb import SourceGone
 from worker.errors import Code, PermanentError, RetryableError
-from worker.models import GcsLocation, Instance
+from worker.models import GcsLocation, Instance, is_uid
 from worker.multipart import content_type_params
-from worker.part10 import peek_file_meta
+from worker.part10 import peek_identity
 from worker.request import Mode
 from worker.search import find_instances, series_folder
 from worker.storage import SMALL_OBJECT_BYTES, ObjectExists, StoredObject, crc32c_base64
@@ -136,12 +136,19 @@ class SeriesCopy:
 
     def store_part(self, instance: Instance, headers: Mapping[str, str], body: Iterator[bytes]) -> Copied:
         """Upload one streamed part as the instance's object, create-only."""
-        meta, chunks = peek_file_meta(body)
-        if meta is not None and meta.sop_instance_uid and meta.sop_instance_uid != instance.sop_uid:
+        identity, chunks = peek_identity(body)
+        if identity.sop_instance_uid is None:
+            raise PermanentError(
+                Code.INSTANCE_UNREADABLE,
+                f"the bytes the server sent for instance {instance.sop_uid} name no SOP Instance UID that"
+                " can be read (or two that differ); nothing was stored",
+                {"sopInstanceUID": instance.sop_uid},
+            )
+        if identity.sop_instance_uid != instance.sop_uid:
             raise RetryableError(f"the server sent another instance than {instance.sop_uid}")
         transfer_syntax = content_type_params(headers.get("content-type", "")).get("transfer-syntax")
-        if transfer_syntax in (None, "*") and meta is not None:
-            transfer_syntax = meta.transfer_syntax_uid
+        if transfer_syntax is None or not is_uid(transfer_syntax):
+            transfer_syntax = identity.transfer_syntax_uid if is_uid(identity.transfer_syntax_uid) else None
         name = self.object_name(instance.sop_uid)
         try:
             stored = self.job.storage.upload(
@@ -174,6 +181,19 @@ class SeriesCopy:
         if not mine or self.verify_sources:
             size, crc32c = self._measure(instance) if source is None else _measure(source)
             if (size, crc32c) != (existing.size, existing.crc32c):
+                if self.verify_sources:  # archive: the copy is not the source, so nothing is deleted
+                    raise PermanentError(
+                        Code.VERIFICATION_FAILED,
+                        f"object {existing.name} differs from source instance {instance.sop_uid}; nothing"
+                        " was deleted",
+                        {
+                            "differenceCount": 1,
+                            "differences": [
+                                {"sopInstanceUID": instance.sop_uid, "problem": "object_differs"}
+                            ],
+                            "object": existing.uri,
+                        },
+                    )
                 raise PermanentError(
                     Code.DESTINATION_CONFLICT,
                     f"object {existing.name} exists and differs from source instance {instance.sop_uid};"
@@ -262,8 +282,8 @@ class SeriesCopy:
                     for part in parts:
                         if self.job.remaining() <= 0:
                             break
-                        meta, chunks = peek_file_meta(part.iter_chunks())
-                        instance = wanted.get(meta.sop_instance_uid or "") if meta is not None else None
+                        identity, chunks = peek_identity(part.iter_chunks())
+                        instance = wanted.get(identity.sop_instance_uid or "")
                         if instance is None or instance.sop_uid in done:
                             continue  # added after the search, or not Part 10: the next search sees it
                         length = _content_length(part.headers)

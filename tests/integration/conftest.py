@@ -23,7 +23,14 @@ def emulator(stack: Stack, healthcare: HealthcareEmulator) -> Iterator[EmulatorA
 
 @pytest.fixture(scope="session")
 def storage_client(stack: Stack) -> object:
+    """A client with the function's rights (through the permission front: create-only)."""
     return stack.storage_client()
+
+
+@pytest.fixture(scope="session")
+def admin_storage(stack: Stack) -> object:
+    """A client past the permission front, for a test that must replace or remove an object."""
+    return stack.storage_client(admin=True)
 
 
 _STARTED = time.time()

@@ -62,13 +62,20 @@ class EmulatorAdmin:
         self._call("POST", "config", values)
 
     def instance_count(self, store: str, series: Series) -> int:
+        return len(self.instance_uids(store, series.study_uid, series.series_uid))
+
+    def instance_uids(self, store: str, study_uid: str, series_uid: str) -> set[str]:
         response = self.session.get(
-            f"{self.dicomweb(store)}/studies/{series.study_uid}/series/{series.series_uid}/instances",
-            params={"limit": "50000"},
+            f"{self.dicomweb(store)}/studies/{study_uid}/series/{series_uid}/instances",
+            params={"limit": "50000", "includefield": "00080018"},
             timeout=60,
         )
+        if response.status_code == 404:
+            return set()
         response.raise_for_status()
-        return 0 if response.status_code == 204 else len(response.json())
+        if response.status_code == 204:
+            return set()
+        return {item["00080018"]["Value"][0] for item in response.json()}
 
 
 def series_path(store: str, series: Series) -> str:

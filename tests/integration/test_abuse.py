@@ -50,7 +50,10 @@ ERROR_CODES = frozenset(
         "delete_disabled",
         "delete_not_supported",
         "delete_failed",
+        "series_not_empty",
         "verification_failed",
+        "instance_unreadable",
+        "source_invalid_response",
         "unsupported_instance",
         "search_incomplete",
         "source_refused",
@@ -75,6 +78,10 @@ class Figures:
     kills: int = 0
     verified: int = 0
     lost: int = 0
+    races: int = 0
+    forged: int = 0
+    false_deleted_claims: int = 0
+    deleted_uncopied: int = 0
     deployments: list[Deployment] = field(default_factory=list)
 
     def block(self) -> str:
@@ -87,6 +94,10 @@ class Figures:
                 f"kills survived: {self.kills}",
                 f"objects verified byte for byte: {self.verified}",
                 f"objects lost: {self.lost}",
+                f"races survived (instances stored mid-archive): {self.races}",
+                f"forged or replayed follow-ups refused: {self.forged}",
+                f'false "deleted" claims: {self.false_deleted_claims}',
+                f"instances deleted without a verified copy: {self.deleted_uncopied}",
             ]
         )
 
@@ -292,9 +303,42 @@ def copy_problems(
             problems.append(f"{name} differs from the source ({len(copied)} of {len(body)} bytes)")
         else:
             figures.verified += 1
-    extra = set(blobs) - set(expected) - {f"{where}/manifest.json", f"{where}/metadata.json"}
+    records = re.compile(re.escape(where) + r"/(manifest(\.[0-9]+)?|metadata)\.json")
+    extra = {name for name in set(blobs) - set(expected) if not records.fullmatch(name)}
     problems += [f"unexpected object {name}" for name in sorted(extra)]
     return problems
+
+
+def deletion_problems(
+    emulator: EmulatorAdmin,
+    store: str,
+    event: Mapping[str, Any],
+    storage_client: Any,
+    bucket: str,
+    prefix: str,
+    expected: Mapping[str, bytes],
+    figures: Figures,
+) -> list[str]:
+    """Invariants 1 and 2 for one request: every instance gone from the store has a byte-identical copy,
+    and `deleted: true` only for a series that is empty. Counted in the figures."""
+    problems: list[str] = []
+    present = emulator.instance_uids(store, *_study_series(event))
+    where = f"{prefix}/{event['studyInstanceUID']}/{event['seriesInstanceUID']}"
+    for sop_uid, body in expected.items():
+        if sop_uid in present:
+            continue
+        blob = storage_client.bucket(bucket).get_blob(f"{where}/{sop_uid}.dcm")
+        if blob is None or blob.download_as_bytes() != body:
+            figures.deleted_uncopied += 1
+            problems.append(f"instance {sop_uid} was deleted without a verified copy")
+    if event.get("deleted") is True and present:
+        figures.false_deleted_claims += 1
+        problems.append(f"the event says deleted, but {len(present)} instances remain")
+    return problems
+
+
+def _study_series(event: Mapping[str, Any]) -> tuple[str, str]:
+    return str(event["studyInstanceUID"]), str(event["seriesInstanceUID"])
 
 
 def assert_copied(
@@ -305,11 +349,26 @@ def assert_copied(
 
 
 def series_deletes(requests_log: Iterable[Mapping[str, Any]], series: Series) -> list[Mapping[str, Any]]:
+    """DELETEs of the whole series (archive never sends one)."""
     return [
         r
         for r in requests_log
         if r["method"] == "DELETE" and r["path"].endswith(f"/series/{series.series_uid}")
     ]
+
+
+def instance_deletes(requests_log: Iterable[Mapping[str, Any]], series: Series) -> dict[str, int]:
+    """How many DELETEs of each instance of the series the server carried out (status 200)."""
+    done: dict[str, int] = {}
+    for r in requests_log:
+        if (
+            r["method"] == "DELETE"
+            and r["status"] == 200
+            and f"/series/{series.series_uid}/instances/" in r["path"]
+        ):
+            sop_uid = r["path"].rsplit("/", 1)[1]
+            done[sop_uid] = done.get(sop_uid, 0) + 1
+    return done
 
 
 def by_request_id(events: Iterable[Event]) -> dict[str, list[Event]]:
@@ -613,8 +672,14 @@ def test_archive_delivered_twice_in_a_row(
     assert first.data["deleted"] is True
     assert_copied(storage_client, bucket, "dup", archived, archived_data, figures)
     assert emulator.instance_count(dicom_store, archived) == 0
-    performed = [r for r in series_deletes(emulator.requests(), archived) if not r["faulted"]]
-    assert len(performed) == 1, performed
+    log = emulator.requests()
+    assert series_deletes(log, archived) == []
+    assert instance_deletes(log, archived) == dict.fromkeys(archived.sop_uids, 1)
+    expected = dict(zip(archived.sop_uids, archived_data, strict=True))
+    for event in (first.data, second.data):
+        assert not deletion_problems(
+            emulator, dicom_store, event, storage_client, bucket, "dup", expected, figures
+        )
     no_traceback(second)
     # The same request again, after it was done: it must not contradict the first event.
     assert second.data["status"] == "succeeded", (
@@ -696,7 +761,7 @@ def fault_rules(store: str, rate: float) -> list[dict[str, Any]]:
         ("search", "GET", rf"^/v1/{root}[0-9.]+/series/[0-9.]+/instances$", 40),
         ("instance", "GET", rf"^/v1/{root}[0-9.]+/series/[0-9.]+/instances/[0-9.]+$", 700),
         ("series", "GET", rf"^/v1/{root}[0-9.]+/series/[0-9.]+$", 3000),
-        ("delete", "DELETE", rf"^/v1/{root}[0-9.]+/series/[0-9.]+$", 5),
+        ("delete", "DELETE", rf"^/v1/{root}[0-9.]+/series/[0-9.]+/instances/[0-9.]+$", 1),
         ("operation", "GET", rf"^/v1/{re.escape(dataset_of(store))}/operations/", 5),
     ]
     rules = []
@@ -791,18 +856,16 @@ def test_faults_on_every_request_type_never_fake_success(
         else:
             if event["error"]["code"] not in ERROR_CODES:
                 problems.append(f"{request_id}: unknown error code {event['error']}")
-            if archive and present != len(data):
-                deletes = [(r["status"], r["faulted"]) for r in series_deletes(log, series)]
-                problems.append(
-                    f"{request_id}: failed ({event['error']['code']}: {event['error']['message']}) but the"
-                    f" series is not whole: {present} of {len(data)} instances left;"
-                    f" its DELETEs (status, faulted): {deletes}"
+        if archive:
+            expected = dict(zip(series.sop_uids, data, strict=True))
+            problems += [
+                f"{request_id}: {p}"
+                for p in deletion_problems(
+                    emulator, dicom_store, event, storage_client, bucket, "faults", expected, figures
                 )
-            if archive and present == 0:  # deleted: the copy must be whole all the same
-                problems += [
-                    f"{request_id}: {p}"
-                    for p in copy_problems(storage_client, bucket, "faults", series, data, figures)
-                ]
+            ]
+            if series_deletes(log, series):
+                problems.append(f"{request_id}: archive deleted the whole series")
     fired_by_kind = dict.fromkeys(kinds, 0)
     for kind, rule in zip(kinds, fired, strict=True):
         fired_by_kind[kind] += rule["fired"]
@@ -887,7 +950,13 @@ def test_deadline_archive_completes_through_continuations(
     assert continuations
     assert_copied(storage_client, bucket, "slow", series, data, figures)
     assert emulator.instance_count(dicom_store, series) == 0
-    assert len([r for r in series_deletes(emulator.requests(), series) if not r["faulted"]]) == 1
+    log = emulator.requests()
+    assert series_deletes(log, series) == []
+    assert instance_deletes(log, series) == dict.fromkeys(series.sop_uids, 1)
+    expected = dict(zip(series.sop_uids, data, strict=True))
+    assert not deletion_problems(
+        emulator, dicom_store, event.data, storage_client, bucket, "slow", expected, figures
+    )
     assert deployment.no_more_events(wait=2.0) == []
 
 

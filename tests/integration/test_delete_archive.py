@@ -3,6 +3,7 @@ deleted unless enabled, allowed and verified."""
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from pydicom.uid import generate_uid
 
 from infra.local.dicom_factory import Series, make_instance, stow
 from infra.local.stack import Deployment, Stack
-from tests.integration.helpers import EmulatorAdmin, list_bucket, read_bucket, series_path
+from tests.integration.helpers import EmulatorAdmin, read_bucket, series_path
 
 pytestmark = pytest.mark.integration
 
@@ -185,8 +186,8 @@ def test_archive_copies_verifies_then_deletes(
     assert emulator.instance_count(dicom_store, series) == 0
 
 
-def test_archive_stops_when_an_instance_arrives_during_the_copy(
-    deleter: Deployment, dicom_store: str, emulator: EmulatorAdmin
+def test_an_instance_arriving_during_the_copy_is_archived_too(
+    deleter: Deployment, archive_bucket: str, dicom_store: str, emulator: EmulatorAdmin, storage_client: Any
 ) -> None:
     series, _ = emulator.stow_series(dicom_store, 10)
     emulator.faults({"method": "GET", "path": f"{series.series_uid}/instances/", "latency": 2.5})
@@ -196,12 +197,113 @@ def test_archive_stops_when_an_instance_arrives_during_the_copy(
     late = make_instance(series.study_uid, series.series_uid, late_uid, number=99)
     stow(emulator.dicomweb(dicom_store), [late])
     (event,) = deleter.pull_events(1, timeout=90)
-    assert event.data["status"] == "failed"
-    assert event.data["error"]["code"] == "verification_failed"
-    assert event.data["error"]["details"]["differences"] == [
-        {"sopInstanceUID": late_uid, "problem": "not_copied"}
+    assert event.data["status"] == "succeeded", event.data
+    assert (event.data["instanceCount"], event.data["deletedCount"], event.data["deleted"]) == (11, 11, True)
+    assert event.data["rounds"] == 2
+    prefix = f"cold/{series.study_uid}/{series.series_uid}/"
+    objects = read_bucket(storage_client, archive_bucket, prefix)
+    assert objects[f"{prefix}{late_uid}.dcm"] == late
+    assert emulator.instance_count(dicom_store, series) == 0
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def test_instances_stored_before_and_during_the_deletes_are_never_lost(
+    deploy: Callable[..., Deployment],
+    bucket: str,
+    dicom_store: str,
+    emulator: EmulatorAdmin,
+    storage_client: Any,
+) -> None:
+    """Issue 12, 2: one instance is stored between verification and the first delete, another while the
+    deletes run. DeleteSeries would delete both uncopied; per-instance deletes leave them to later rounds,
+    which copy, check and delete them. The event counts every one, and every one is in the bucket."""
+    series, data = emulator.stow_series(dicom_store, 3)
+    first = make_instance(series.study_uid, series.series_uid, generate_uid(), number=50)
+    second = make_instance(series.study_uid, series.series_uid, generate_uid(), number=51)
+    deployment = deploy(
+        {"DELETE_ENABLED": "true", "DEFAULT_DESTINATION": f"gs://{bucket}/cold", "CONCURRENCY": "1"}
+    )
+    emulator.faults(
+        {
+            "method": "DELETE",
+            "path": "/instances/",
+            "times": 1,
+            "storeInstance": {"store": dicom_store, "data": b64(first)},
+        },
+        {
+            "method": "DELETE",
+            "path": f"/instances/{series.sop_uids[2]}$",
+            "times": 1,
+            "storeInstance": {"store": dicom_store, "data": b64(second)},
+        },
+    )
+    deployment.publish({"action": "archive", "series": series_path(dicom_store, series)})
+    (event,) = deployment.pull_events(1, timeout=120)
+    assert [rule["fired"] for rule in emulator.fired()] == [1, 1]
+    assert event.data["status"] == "succeeded", event.data
+    assert (event.data["instanceCount"], event.data["deletedCount"]) == (5, 5)
+    assert (event.data["verified"], event.data["deleted"]) == (True, True)
+    prefix = f"cold/{series.study_uid}/{series.series_uid}/"
+    objects = read_bucket(storage_client, bucket, prefix)
+    expected = dict(zip(series.sop_uids, data, strict=True))
+    for instance in (first, second):
+        expected[_sop_uid(instance)] = instance
+    for sop_uid, body in expected.items():
+        assert objects[f"{prefix}{sop_uid}.dcm"] == body
+    assert emulator.instance_count(dicom_store, series) == 0
+    series_wide = [
+        r for r in emulator.requests() if r["method"] == "DELETE" and r["path"].endswith(series.series_uid)
     ]
-    assert emulator.instance_count(dicom_store, series) == 11
+    assert series_wide == [], "archive never deletes a whole series"
+
+
+def _sop_uid(data: bytes) -> str:
+    import io
+
+    import pydicom
+
+    return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
+
+
+def test_a_server_that_caps_results_and_ignores_offset_gets_nothing_deleted(
+    deleter: Deployment, archive_bucket: str, dicom_store: str, emulator: EmulatorAdmin
+) -> None:
+    """Issue 12, 3: the server returns at most 4 of 9 instances whatever the offset: search_incomplete."""
+    series, _ = emulator.stow_series(dicom_store, 9)
+    emulator.config(qidoCap=4)
+    try:
+        emulator.clear_requests()
+        deleter.publish({"action": "archive", "series": series_path(dicom_store, series)})
+        (event,) = deleter.pull_events(1, timeout=60)
+    finally:
+        emulator.config(qidoCap=0)
+    assert event.data["status"] == "failed"
+    assert event.data["error"]["code"] == "search_incomplete"
+    assert "deleted" not in event.data
+    assert not [r for r in emulator.requests() if r["method"] == "DELETE"]
+    assert emulator.instance_count(dicom_store, series) == 9
+
+
+def test_a_lost_delete_answer_is_retried_and_counted_truthfully(
+    deleter: Deployment, archive_bucket: str, dicom_store: str, emulator: EmulatorAdmin, storage_client: Any
+) -> None:
+    """The server deletes an instance and the answer is lost: the retry finds it absent; nothing is lost,
+    the event still says deleted, and every object is in the bucket."""
+    series, data = emulator.stow_series(dicom_store, 4)
+    emulator.faults({"method": "DELETE", "path": "/instances/", "dropAfterBytes": 0, "times": 1})
+    deleter.publish({"action": "archive", "series": series_path(dicom_store, series)})
+    (event,) = deleter.pull_events(1, timeout=90)
+    assert [rule["fired"] for rule in emulator.fired()] == [1]
+    assert event.data["status"] == "succeeded", event.data
+    assert (event.data["instanceCount"], event.data["deleted"]) == (4, True)
+    assert event.data["deletedCount"] == 3  # the fourth was gone when its retry came: not counted as ours
+    prefix = f"cold/{series.study_uid}/{series.series_uid}/"
+    objects = read_bucket(storage_client, archive_bucket, prefix)
+    assert all(objects[f"{prefix}{sop}.dcm"] == body for sop, body in zip(series.sop_uids, data, strict=True))
+    assert emulator.instance_count(dicom_store, series) == 0
 
 
 def test_archive_refuses_a_series_with_an_instance_it_cannot_name(
@@ -219,7 +321,7 @@ def test_archive_refuses_a_series_with_an_instance_it_cannot_name(
 
 
 def test_archive_stops_on_an_object_that_differs(
-    deleter: Deployment, archive_bucket: str, dicom_store: str, emulator: EmulatorAdmin, storage_client: Any
+    deleter: Deployment, archive_bucket: str, dicom_store: str, emulator: EmulatorAdmin, admin_storage: Any
 ) -> None:
     """An object already in the bucket, with this worker's metadata but other bytes, is caught."""
     series, data = emulator.stow_series(dicom_store, 4)
@@ -227,11 +329,11 @@ def test_archive_stops_on_an_object_that_differs(
     (copied,) = deleter.pull_events(1, timeout=60)
     assert copied.data["status"] == "succeeded"
     name = f"cold/{series.study_uid}/{series.series_uid}/{series.sop_uids[2]}.dcm"
-    blob = storage_client.bucket(archive_bucket).get_blob(name)
+    blob = admin_storage.bucket(archive_bucket).get_blob(name)
     metadata = dict(blob.metadata)
     corrupted = bytearray(data[2])
     corrupted[-1] ^= 0xFF
-    blob = storage_client.bucket(archive_bucket).blob(name)
+    blob = admin_storage.bucket(archive_bucket).blob(name)
     blob.metadata = metadata
     blob.upload_from_string(bytes(corrupted), content_type="application/dicom")
     deleter.publish({"action": "archive", "series": series_path(dicom_store, series)})
@@ -243,21 +345,24 @@ def test_archive_stops_on_an_object_that_differs(
 
 
 def test_archive_stops_on_an_object_missing_at_verification(
-    deleter: Deployment, archive_bucket: str, dicom_store: str, emulator: EmulatorAdmin, storage_client: Any
+    deleter: Deployment, archive_bucket: str, dicom_store: str, emulator: EmulatorAdmin, admin_storage: Any
 ) -> None:
+    """An object that vanishes between its upload and the check (someone with more rights than the worker
+    removed it): verification_failed, nothing deleted."""
     series, _ = emulator.stow_series(dicom_store, 5)
-    emulator.faults({"method": "GET", "path": f"series/{series.series_uid}/instances$", "latency": 2.0})
+    emulator.faults({"method": "GET", "path": f"instances/{series.sop_uids[4]}$", "latency": 3.0})
     deleter.publish({"action": "archive", "series": series_path(dicom_store, series)})
-    prefix = f"cold/{series.study_uid}/{series.series_uid}/"
+    victim = f"cold/{series.study_uid}/{series.series_uid}/{series.sop_uids[0]}.dcm"
     deadline = time.monotonic() + 60
-    while f"{prefix}manifest.json" not in list_bucket(storage_client, archive_bucket, prefix):
+    while admin_storage.bucket(archive_bucket).get_blob(victim) is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    storage_client.bucket(archive_bucket).blob(f"{prefix}{series.sop_uids[0]}.dcm").delete()
+    admin_storage.bucket(archive_bucket).blob(victim).delete()
     (event,) = deleter.pull_events(1, timeout=60)
     assert event.data["status"] == "failed"
     assert event.data["error"]["code"] == "verification_failed"
     assert {"sopInstanceUID": series.sop_uids[0], "problem": "object_missing"} in (
         event.data["error"]["details"]["differences"]
     )
+    assert not [r for r in emulator.requests() if r["method"] == "DELETE" and series.series_uid in r["path"]]
     assert emulator.instance_count(dicom_store, series) == 5

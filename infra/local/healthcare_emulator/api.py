@@ -550,6 +550,8 @@ class DicomWebApi:
                     for item in series_hits[: query.limit]
                 ]
             else:
+                if self.state.config.qido_cap:  # a server that caps its results and ignores offset
+                    window = (0, min(self.state.config.qido_cap, query.limit + 1))
                 instances = list(islice(self._match_instances(store, query, study, series), *window))
                 more = len(instances) > query.limit
                 keys = _instance_keys(study is None, series is None)

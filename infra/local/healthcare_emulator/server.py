@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .api import DicomWebApi, Request, Response, error_response, json_response
+from .dicom import parse_part10
 from .state import ApiError, Config, EmulatorState
 
 
@@ -117,6 +118,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         state = emulator.state
         fault = state.match_fault(self.command, path)
+        if fault is not None and fault.store_instance is not None:
+            store_name, data = fault.store_instance  # a modality storing into the store at this moment
+            with contextlib.suppress(ApiError):  # stored already (the rule fired before)
+                state.store_instance(state.store(store_name), parse_part10(data), data)
         if fault is not None and fault.latency > 0:
             time.sleep(fault.latency)
         if fault is not None and fault.status is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import random
@@ -178,6 +179,7 @@ FAULT_KEYS = frozenset(
         "dropAfterBytes",
         "operationError",
         "operationDelay",
+        "storeInstance",
     }
 )
 
@@ -196,6 +198,7 @@ class FaultRule:
     operation_error: JsonDict | None
     operation_delay: float | None
     rng: random.Random
+    store_instance: tuple[str, bytes] | None = None  # (store, Part 10 bytes) stored when the rule fires
     fired: int = 0
 
     @classmethod
@@ -214,6 +217,19 @@ class FaultRule:
             isinstance(op_error, dict) and isinstance(op_error.get("code"), int)
         ):
             raise ApiError(400, 'operationError must look like {"code": 13, "message": "..."}')
+        store_instance = spec.get("storeInstance")
+        if store_instance is not None:
+            if not (
+                isinstance(store_instance, dict)
+                and isinstance(store_instance.get("store"), str)
+                and isinstance(store_instance.get("data"), str)
+            ):
+                raise ApiError(400, 'storeInstance must look like {"store": name, "data": base64 Part 10}')
+            try:
+                data = base64.b64decode(store_instance["data"], validate=True)
+            except ValueError as exc:
+                raise ApiError(400, "storeInstance.data is not base64") from exc
+            store_instance = (store_instance["store"], data)
         try:
             rule = cls(
                 spec=dict(spec),
@@ -228,6 +244,7 @@ class FaultRule:
                 operation_error=dict(op_error) if op_error else None,
                 operation_delay=_opt(spec, "operationDelay", float),
                 rng=random.Random(spec.get("seed")),
+                store_instance=store_instance,
             )
         except (TypeError, ValueError) as exc:
             raise ApiError(400, f"bad fault rule {spec}: {exc}") from exc
@@ -271,11 +288,12 @@ class Config:
     operation_delay: float = 0.5
     absent_delete: str = "404"
     boundary_quoting: str = "random"
+    qido_cap: int = 0  # > 0: instance searches return at most this many, whatever limit and offset say
 
     def update(self, spec: Any) -> None:
         if not isinstance(spec, dict):
             raise ApiError(400, "config must be a JSON object")
-        unknown = set(spec) - {"operationDelay", "absentDelete", "boundaryQuoting"}
+        unknown = set(spec) - {"operationDelay", "absentDelete", "boundaryQuoting", "qidoCap"}
         if unknown:
             raise ApiError(400, f"unknown config keys: {sorted(unknown)}")
         if "operationDelay" in spec:
@@ -287,6 +305,11 @@ class Config:
             if str(spec["absentDelete"]) not in ("404", "operation"):
                 raise ApiError(400, 'absentDelete must be "404" or "operation"')
             self.absent_delete = str(spec["absentDelete"])
+        if "qidoCap" in spec:
+            cap = spec["qidoCap"]
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+                raise ApiError(400, "qidoCap must be an integer >= 0 (0: no cap)")
+            self.qido_cap = cap
         if "boundaryQuoting" in spec:
             if spec["boundaryQuoting"] not in ("quoted", "unquoted", "random"):
                 raise ApiError(400, 'boundaryQuoting must be "quoted", "unquoted" or "random"')
@@ -297,6 +320,7 @@ class Config:
             "operationDelay": self.operation_delay,
             "absentDelete": self.absent_delete,
             "boundaryQuoting": self.boundary_quoting,
+            "qidoCap": self.qido_cap,
         }
 
 
