@@ -34,6 +34,8 @@ locals {
     CONCURRENCY           = tostring(var.worker_concurrency)
     DEADLINE_SECONDS      = tostring(var.deadline_seconds)
     HEALTHCARE_API_URL    = var.healthcare_api_url
+    # The keys that sign follow-ups: a file of the mounted secret (secrets.tf), never an env value.
+    CONTINUATION_KEYS_FILE = "${local.continuation_keys_dir}/${local.continuation_keys_file}"
     # Not set by Cloud Run functions (2nd gen); the worker links logs to traces with it.
     GOOGLE_CLOUD_PROJECT = var.project_id
   }
@@ -89,6 +91,18 @@ resource "google_cloudfunctions2_function" "worker" {
     all_traffic_on_latest_revision = true
     service_account_email          = google_service_account.runtime.email
     environment_variables          = local.function_environment
+
+    secret_volumes {
+      mount_path = local.continuation_keys_dir
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.continuation_keys.secret_id
+      versions {
+        # Pinned, not "latest": a new key set is a new version, and so a new
+        # revision that reads it at start-up (the worker reads the file once).
+        version = google_secret_manager_secret_version.continuation_keys.version
+        path    = local.continuation_keys_file
+      }
+    }
   }
 
   lifecycle {
@@ -106,6 +120,7 @@ resource "google_cloudfunctions2_function" "worker" {
     google_storage_bucket_iam_member.object_creator,
     google_storage_bucket_iam_member.object_viewer,
     google_pubsub_topic_iam_member.runtime_publisher_completion,
-    google_pubsub_topic_iam_member.runtime_publisher_request,
+    google_pubsub_topic_iam_binding.request_publishers,
+    google_secret_manager_secret_iam_member.runtime_continuation_keys,
   ]
 }

@@ -83,12 +83,22 @@ resource "google_pubsub_topic_iam_member" "runtime_publisher_completion" {
   member  = local.runtime_member
 }
 
-# Continuation requests go back onto the request topic.
-resource "google_pubsub_topic_iam_member" "runtime_publisher_request" {
+# Who may publish onto the request topic, and no one else: authoritative for
+# the publisher role on this module's own topic (a publisher granted on the
+# topic elsewhere is removed). The function hands its follow-ups on here;
+# var.request_publishers send new requests; with store notifications, the
+# Healthcare service agent of each store's project publishes them. Project-level
+# grants still reach the topic: the worker therefore also refuses follow-up
+# fields that lack its signature (secrets.tf), whoever publishes them.
+resource "google_pubsub_topic_iam_binding" "request_publishers" {
   project = var.project_id
   topic   = google_pubsub_topic.request.name
   role    = "roles/pubsub.publisher"
-  member  = local.runtime_member
+  members = sort(distinct(concat(
+    [local.runtime_member],
+    var.request_publishers,
+    [for project in data.google_project.dicom_store : "serviceAccount:service-${project.number}@gcp-sa-healthcare.iam.gserviceaccount.com"],
+  )))
 }
 
 # --- Pub/Sub: push delivery ------------------------------------------------------
@@ -136,19 +146,12 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
 
 # --- Optional: DICOM store notifications onto the request topic ---------------------
 
+# The Healthcare service agents of the stores' projects join the request
+# topic's publishers (google_pubsub_topic_iam_binding.request_publishers).
 data "google_project" "dicom_store" {
   for_each = var.dicom_store_notifications_publisher ? local.dicom_store_projects : toset([])
 
   project_id = each.value
-}
-
-resource "google_pubsub_topic_iam_member" "healthcare_agent_publisher" {
-  for_each = data.google_project.dicom_store
-
-  project = var.project_id
-  topic   = google_pubsub_topic.request.name
-  role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:service-${each.value.number}@gcp-sa-healthcare.iam.gserviceaccount.com"
 }
 
 # --- Optional: customer-managed encryption key ---------------------------------------

@@ -58,6 +58,7 @@ locals {
       "iam.googleapis.com",
       "pubsub.googleapis.com",
       "run.googleapis.com",
+      "secretmanager.googleapis.com",
       "storage.googleapis.com",
     ],
     var.kms_key_name == null ? [] : ["cloudkms.googleapis.com"],

@@ -262,6 +262,33 @@ variable "grant_dataset_operations_viewer" {
   default     = true
 }
 
+variable "request_publishers" {
+  description = "IAM members (user:, group:, serviceAccount:, principal:) that may publish requests onto the request topic. Authoritative: with the function's own service account and, with dicom_store_notifications_publisher, the Healthcare service agents, they are the only principals granted roles/pubsub.publisher on the topic; any other topic-level publisher is removed. Empty: only the function itself (and store notifications)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.request_publishers : can(regex("^(user|group|serviceAccount|principal):[^\\s]+$", member))])
+    error_message = "Each request publisher must be one named principal: user:EMAIL, group:EMAIL, serviceAccount:EMAIL or principal:IDENTIFIER, not a public or domain-wide member."
+  }
+}
+
+variable "continuation_key_ids" {
+  description = "Ids of the keys that sign the worker's follow-up messages (CONTINUATION_KEYS_FILE, a mounted Secret Manager secret); each gets a generated 48-character secret. The first signs, all verify. Rotate: add a new id second, apply; move it first, apply; once no follow-up signed with the old key can be pending, drop the old id, apply."
+  type        = list(string)
+  default     = ["k1"]
+
+  validation {
+    condition     = length(var.continuation_key_ids) > 0 && length(distinct(var.continuation_key_ids)) == length(var.continuation_key_ids)
+    error_message = "continuation_key_ids must name at least one key, each once."
+  }
+
+  validation {
+    condition     = alltrue([for id in var.continuation_key_ids : can(regex("^[A-Za-z0-9_-]{1,32}$", id))])
+    error_message = "Each continuation key id must be 1 to 32 letters, digits, _ or -."
+  }
+}
+
 variable "dicom_store_notifications_publisher" {
   description = "Grant the Cloud Healthcare service agent of each store's project roles/pubsub.publisher on the request topic, so a store's notification config may publish to it. The notification config itself must be set on the store by whoever manages it (see README)."
   type        = bool

@@ -12,5 +12,9 @@ terraform {
       # 2.5.0 added glob patterns (doublestar `**`) to archive_file `excludes`.
       version = ">= 2.5.0"
     }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.1"
+    }
   }
 }

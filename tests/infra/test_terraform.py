@@ -39,8 +39,12 @@ ROLE_ALLOWLIST = frozenset(
         "roles/run.invoker",
         "roles/iam.serviceAccountTokenCreator",
         "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+        "roles/secretmanager.secretAccessor",
     }
 )
+
+# The one authoritative grant: who may publish onto the request topic (see test_only_named_principals_...).
+AUTHORITATIVE_GRANTS = frozenset({("google_pubsub_topic_iam_binding", "request_publishers")})
 
 # Grants that must not exist at all in this module (project-wide blast radius).
 FORBIDDEN_IAM_TYPES = re.compile(r"^google_(project|folder|organization)_iam_")
@@ -55,6 +59,7 @@ WORKER_ENV = (
     "CONCURRENCY",
     "DEADLINE_SECONDS",
     "HEALTHCARE_API_URL",
+    "CONTINUATION_KEYS_FILE",
 )
 
 _OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
@@ -164,9 +169,11 @@ def example() -> Module:
 
 
 def _all_iam_members(mod: Module) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Every grant, one per member expression (a binding's members as one text)."""
     for (rtype, name), body in mod.resources.items():
         if "_iam_" in rtype:
-            yield rtype, name, body
+            member = body["member"] if "member" in body else _refs(body["members"])
+            yield rtype, name, {**body, "member": member}
 
 
 # ---------------------------------------------------------------------------
@@ -411,10 +418,98 @@ def test_pubsub_service_agent_can_dead_letter(module: Module) -> None:
 def test_runtime_publishes_only_on_completion_and_request_topics(module: Module) -> None:
     topics = sorted(
         body["topic"]
-        for body in module.of_type("google_pubsub_topic_iam_member").values()
-        if body["member"] == "${local.runtime_member}"
+        for _, _, body in _all_iam_members(module)
+        if "topic" in body and "local.runtime_member" in body["member"]
     )
     assert topics == ["${google_pubsub_topic.completion.name}", "${google_pubsub_topic.request.name}"]
+
+
+def test_only_named_principals_publish_requests(module: Module) -> None:
+    """An authoritative binding: the function (its follow-ups), the listed request_publishers and, with
+    store notifications, the Healthcare service agents; any other topic-level publisher is removed."""
+    on_request_topic = [
+        (rtype, name, body)
+        for rtype, name, body in _all_iam_members(module)
+        if "google_pubsub_topic.request." in _refs(body.get("topic", ""))
+    ]
+    assert [(rtype, name) for rtype, name, _ in on_request_topic] == [
+        ("google_pubsub_topic_iam_binding", "request_publishers")
+    ]
+    binding = module.resource("google_pubsub_topic_iam_binding", "request_publishers")
+    assert binding["role"] == "roles/pubsub.publisher"
+    members = _refs(binding["members"])
+    assert "local.runtime_member" in members
+    assert "var.request_publishers" in members
+    assert "data.google_project.dicom_store" in members and "gcp-sa-healthcare" in members
+    assert module.default("request_publishers") == []
+
+
+@pytest.mark.parametrize(
+    ("member", "valid"),
+    [
+        ("serviceAccount:producer@my-project.iam.gserviceaccount.com", True),
+        ("group:imaging-ops@example.org", True),
+        ("user:alice@example.org", True),
+        ("allUsers", False),
+        ("allAuthenticatedUsers", False),
+        ("domain:example.org", False),
+        ("producer@my-project.iam.gserviceaccount.com", False),
+        ("serviceAccount:", False),
+    ],
+)
+def test_request_publishers_are_named_principals(module: Module, member: str, valid: bool) -> None:
+    assert bool(_regex_of(module, "request_publishers").match(member)) is valid
+
+
+# ---------------------------------------------------------------------------
+# The continuation key
+# ---------------------------------------------------------------------------
+
+
+def test_continuation_keys_are_a_generated_secret(module: Module) -> None:
+    passwords = module.resource("random_password", "continuation_key")
+    assert passwords["for_each"] == "${toset(var.continuation_key_ids)}"
+    assert passwords["length"] >= 32
+    assert passwords["special"] is False  # no separator (comma, space, =) inside a secret
+    version = module.resource("google_secret_manager_secret_version", "continuation_keys")
+    assert "google_secret_manager_secret.continuation_keys.id" in version["secret"]
+    data = _refs(version["secret_data"])
+    assert "var.continuation_key_ids" in data and "random_password.continuation_key" in data
+    assert _block(version, "lifecycle")["create_before_destroy"] is True
+    assert module.default("continuation_key_ids") == ["k1"]
+
+
+@pytest.mark.parametrize(
+    ("key_id", "valid"), [("k1", True), ("2025-q3_b", True), ("k.1", False), ("", False)]
+)
+def test_continuation_key_ids_validation(module: Module, key_id: str, valid: bool) -> None:
+    assert bool(_regex_of(module, "continuation_key_ids").match(key_id)) is valid
+
+
+def test_only_the_function_reads_the_continuation_keys(module: Module) -> None:
+    grants = [(rtype, body) for rtype, _, body in _all_iam_members(module) if "secret" in rtype]
+    assert len(grants) == 1
+    rtype, body = grants[0]
+    assert rtype == "google_secret_manager_secret_iam_member"
+    assert body["role"] == "roles/secretmanager.secretAccessor"
+    assert body["member"] == "${local.runtime_member}"
+    assert "google_secret_manager_secret.continuation_keys.secret_id" in body["secret_id"]
+
+
+def test_the_function_mounts_the_continuation_keys_as_a_file(module: Module) -> None:
+    fn = module.resource("google_cloudfunctions2_function", "worker")
+    volume = _block(_block(fn, "service_config"), "secret_volumes")
+    assert "google_secret_manager_secret.continuation_keys.secret_id" in volume["secret"]
+    assert volume["mount_path"] == "${local.continuation_keys_dir}"
+    version = _block(volume, "versions")
+    # Pinned: a new key set is a new version, which redeploys the function.
+    assert "google_secret_manager_secret_version.continuation_keys.version" in version["version"]
+    assert version["path"] == "${local.continuation_keys_file}"
+    env = module.locals["module_environment"]
+    assert env["CONTINUATION_KEYS_FILE"] == "${local.continuation_keys_dir}/${local.continuation_keys_file}"
+    depends = _refs(fn["depends_on"])
+    assert "google_secret_manager_secret_iam_member.runtime_continuation_keys" in depends
+    assert "google_pubsub_topic_iam_binding.request_publishers" in depends
 
 
 def test_push_invoker_may_only_invoke_the_function(module: Module) -> None:
@@ -468,7 +563,9 @@ def test_every_granted_role_is_allowlisted(module: Module) -> None:
     for rtype, name, body in members:
         where = f"{rtype}.{name}"
         assert not FORBIDDEN_IAM_TYPES.match(rtype), f"{where}: no project/folder/org-level grants"
-        assert rtype.endswith("_iam_member"), f"{where}: use non-authoritative *_iam_member resources"
+        assert rtype.endswith("_iam_member") or (rtype, name) in AUTHORITATIVE_GRANTS, (
+            f"{where}: use non-authoritative *_iam_member resources"
+        )
         role = body["role"]
         assert "${" not in role, f"{where}: the role must be a literal so it can be audited"
         assert role in ROLE_ALLOWLIST, f"{where}: role {role} is not allowlisted"
@@ -543,7 +640,15 @@ def test_expected_outputs(module: Module) -> None:
 
 @pytest.mark.parametrize(
     "variable",
-    ["dicom_store_ids", "region", "max_delivery_attempts", "bucket_archive_after_days", "project_id"],
+    [
+        "dicom_store_ids",
+        "region",
+        "max_delivery_attempts",
+        "bucket_archive_after_days",
+        "project_id",
+        "request_publishers",
+        "continuation_key_ids",
+    ],
 )
 def test_key_variables_are_validated(module: Module, variable: str) -> None:
     assert module.variables[variable].get("validation"), f"variable {variable} has no validation"

@@ -18,6 +18,10 @@ terraform {
       source  = "hashicorp/archive"
       version = ">= 2.5.0"
     }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.1"
+    }
   }
 }
 
@@ -37,6 +41,12 @@ variable "dicom_store_id" {
   type        = string
 }
 
+variable "request_publishers" {
+  description = "Who may publish requests, e.g. [\"serviceAccount:producer@my-project.iam.gserviceaccount.com\"]."
+  type        = list(string)
+  default     = []
+}
+
 provider "google" {
   project = var.project_id
   region  = var.region
@@ -48,6 +58,8 @@ module "dicom_series_worker" {
   project_id      = var.project_id
   region          = var.region
   dicom_store_ids = [var.dicom_store_id]
+
+  request_publishers = var.request_publishers
 
   delete_enabled            = true
   bucket_archive_after_days = 90
