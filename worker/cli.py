@@ -557,6 +557,10 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str], clients: Clients) 
         "DEADLINE_SECONDS": None if args.deadline is None else str(args.deadline),
     }
     settings = _settings(env, overrides)
+    try:
+        settings.require_continuation_keys()
+    except SettingsError as error:
+        raise UsageError(str(error)) from None
     worker = _make(clients.worker, settings)
     _check_root(worker.dicomweb, request.series)
     line = ProgressLine(sys.stderr)

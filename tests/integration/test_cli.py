@@ -41,6 +41,7 @@ def cli_env(stack: Stack, deployment: Deployment | None = None, **extra: str) ->
     if deployment is not None:
         env["REQUEST_TOPIC"] = deployment.request_topic
         env["COMPLETION_TOPIC"] = deployment.completion_topic
+        env["CONTINUATION_KEYS"] = deployment.env["CONTINUATION_KEYS"]
     env.update(extra)
     return env
 

@@ -160,7 +160,12 @@ def test_stores_outside_the_allowed_ones_are_refused(
     deploy: Callable[..., Deployment], dicom_store: str, emulator: EmulatorAdmin
 ) -> None:
     series, _ = emulator.stow_series(dicom_store, 1)
-    deployment = deploy({"DELETE_ENABLED": "true", "ALLOWED_DICOM_STORES": "projects/other/*"})
+    deployment = deploy(
+        {
+            "DELETE_ENABLED": "true",
+            "ALLOWED_DICOM_STORES": "projects/other-project/locations/*/datasets/*/dicomStores/*",
+        }
+    )
     deployment.publish({"action": "delete", "series": series_path(dicom_store, series)})
     (event,) = deployment.pull_events(1, timeout=60)
     assert event.data["error"]["code"] == "store_not_allowed"

@@ -53,7 +53,7 @@ from worker.models import DicomStore, SeriesRef
 from worker.request import Action
 from worker.settings import Settings
 
-ENV = {"REQUEST_TOPIC": REQUEST_TOPIC}
+ENV = {"REQUEST_TOPIC": REQUEST_TOPIC, "CONTINUATION_KEYS": "cli-1=" + "k" * 32}
 DICOMWEB_ENV = {**ENV, "DICOMWEB_URL": "https://pacs.example.org/dicom-web", "DICOMWEB_AUTH": "none"}
 SUBSCRIPTION = "projects/my-project/subscriptions/series-done-pull"
 STORE_REF = DicomStore.parse(STORE)
@@ -284,7 +284,10 @@ def test_argparse_errors_are_one_line(capsys: pytest.CaptureFixture[str], argv: 
             ["submit", "retrieve", SERIES_PATH, "--destination", "gs://bucket/a/../x"],
             "destination prefix components may hold",
         ),
-        (["submit", "search", SERIES_PATH, "--option", "mode=series"], "unknown options for search: mode"),
+        (
+            ["submit", "search", SERIES_PATH, "--option", "mode=series"],
+            "unknown options for search: 1; accepted: none",
+        ),
         (
             ["submit", "retrieve", SERIES_PATH, "--option", "includeMetadata=maybe"],
             "options.includeMetadata must be true or false",
@@ -292,7 +295,10 @@ def test_argparse_errors_are_one_line(capsys: pytest.CaptureFixture[str], argv: 
         (["submit", "retrieve", SERIES_PATH, "--option", "mode=fast"], "options.mode must be 'instances' or"),
         (["submit", "search", SERIES_PATH, "--request-id", "a b"], "requestId must be 1 to 128 characters"),
         (["run", "archive", SERIES_PATH, "--option", "transferSyntax=1.2"], "unknown options for archive"),
-        (["fan-out", "retrieve", STORE, "--option", "colour=red"], "unknown options for retrieve: colour"),
+        (
+            ["fan-out", "retrieve", STORE, "--option", "colour=red"],
+            "unknown options for retrieve: 1; accepted: includeMetadata, mode, transferSyntax",
+        ),
         (["fan-out", "retrieve", STORE, "--destination", "bucket"], "destination must be a gs://"),
         (["fan-out", "search", "projects/p"], "a DICOM store is projects/{p}/locations/{l}/datasets/{d}"),
         (["fan-out", "search", "studies/abc"], "StudyInstanceUID is not a DICOM UID"),
