@@ -17,7 +17,7 @@ from typing import Any
 import pydicom
 import pytest
 import requests
-from google.api_core.exceptions import PreconditionFailed
+from google.api_core.exceptions import Forbidden, PreconditionFailed
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
@@ -318,6 +318,22 @@ def test_gcs_bucket_upload_download_round_trip(stack: Stack, bucket: str) -> Non
     with pytest.raises(PreconditionFailed):
         blob.upload_from_string(b"other", if_generation_match=0)
     assert stack.gcs is not None and str(stack.gcs.data_dir) in " ".join(stack.gcs.command)
+
+
+def test_gcs_url_is_the_permission_front_and_the_admin_url_is_not(
+    stack: Stack, bucket: str, deploy: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    """The function and the tests' default client get create-only rights; the admin client gets all."""
+    deployment = deploy_probe(deploy, tmp_path / "records.jsonl")
+    assert deployment.env["STORAGE_EMULATOR_HOST"] == stack.gcs_url == stack.gcs_front.url
+    assert stack.gcs_admin_url != stack.gcs_url
+    assert stack.gcs is not None and f"-external-url {stack.gcs_url}" in " ".join(stack.gcs.command)
+    stack.storage_client(admin=True).bucket(bucket).blob("a").upload_from_string(b"1")
+    with pytest.raises(Forbidden):
+        stack.storage_client().bucket(bucket).blob("a").delete()
+    stack.storage_client(admin=True).bucket(bucket).blob("a").delete()
+    assert "gcs-front" in {process.name for process in stack.processes()}
+    assert_loopback_only([stack.gcs_front])
 
 
 # --------------------------------------------------------------------------------------------------
