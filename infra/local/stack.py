@@ -1159,6 +1159,7 @@ class Stack:
         *,
         pubsub: bool = True,
         gcs: bool = True,
+        gcs_front: bool = True,  # Cloud Storage's permissions for the function (infra/local/gcs_front.py)
         healthcare: bool = True,
         orthanc: bool = False,
         healthcare_operation_delay: float | None = None,
@@ -1169,7 +1170,7 @@ class Stack:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.pubsub = PubSubEmulator(self.run_dir) if pubsub else None
-        self.gcs = FakeGcs(self.run_dir) if gcs else None
+        self.gcs = FakeGcs(self.run_dir, front=gcs_front) if gcs else None
         self.healthcare = (
             HealthcareEmulator(
                 self.run_dir,
