@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 NOT_FOUND = 5  # google.rpc.Code.NOT_FOUND
 POLL_MARGIN_SECONDS = 5.0
 ARCHIVE_ROUNDS = 3  # copy, check, delete; then again for instances stored meanwhile
-SETTLE_SECONDS = 30.0  # search results can lag a few seconds behind deletes (REST reference)
 ROUND_MARGIN_SECONDS = 30.0  # a new round starts only with this much time left before the deadline
 
 
@@ -127,8 +126,9 @@ def _wait(job: Job, name: str) -> Operation | HandedOn:
 def _settled(job: Job, lagging: Callable[[Instance], bool]) -> Listing:
     """The series after deletes. Search results can lag behind deletes (and behind the series metrics),
     so while the search still lists an instance `lagging` says was deleted, or disagrees with the
-    metrics, search again with backoff, for at most SETTLE_SECONDS (and never past the deadline)."""
-    until = time.monotonic() + max(0.0, min(SETTLE_SECONDS, job.remaining() - POLL_MARGIN_SECONDS))
+    metrics, search again with backoff, for at most SEARCH_SETTLE_SECONDS (never past the deadline)."""
+    settle = job.settings.search_settle_seconds
+    until = time.monotonic() + max(0.0, min(settle, job.remaining() - POLL_MARGIN_SECONDS))
     delay = 0.25
     while True:
         listing = list_series(job)
@@ -196,7 +196,7 @@ def archive(job: Job) -> Outcome:
             },
         )
     # Time is short, or the search still lists deleted instances (or disagrees with the series
-    # metrics) after SETTLE_SECONDS: a fresh delivery searches again and archives what it finds.
+    # metrics) after SEARCH_SETTLE_SECONDS: a fresh delivery searches again and archives what it finds.
     return job.hand_on("the series is not empty yet")
 
 

@@ -50,6 +50,7 @@ class Settings:
     upload_buffer_mib: int = 128  # bytes that uploads may hold at once (see worker/storage.py)
     deadline_seconds: float = 480.0
     search_page_size: int = 5000
+    search_settle_seconds: float = 30.0  # how long a search after deletes may lag behind them
     event_inline_bytes: int = 9_000_000
     http_timeout_seconds: float = 60.0
     retry_total: int = 5
@@ -131,6 +132,9 @@ class Settings:
             ),
             search_page_size=_int(
                 "SEARCH_PAGE_SIZE", get("SEARCH_PAGE_SIZE"), cls.search_page_size, 1, 50_000
+            ),
+            search_settle_seconds=_float(
+                "SEARCH_SETTLE_SECONDS", get("SEARCH_SETTLE_SECONDS"), cls.search_settle_seconds, 0, 300
             ),
             event_inline_bytes=_int(
                 "EVENT_INLINE_BYTES", get("EVENT_INLINE_BYTES"), cls.event_inline_bytes, 1024, 9_500_000

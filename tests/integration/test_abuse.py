@@ -32,7 +32,8 @@ from pydicom.uid import generate_uid
 from infra.local.dicom_factory import PATIENT_NAME, Series, make_instance, stow
 from infra.local.stack import REPO_ROOT, Deployment, Event, Stack
 from tests.integration.abuse_corpus import MAIN, NAMES, NO_DELETE, Hostile, Target, corpus
-from tests.integration.helpers import EmulatorAdmin, list_bucket, series_path
+from tests.integration.helpers import EmulatorAdmin, by_request, list_bucket, series_path
+from worker.continuation import SIGNATURE_FIELD, KeyRing
 
 pytestmark = pytest.mark.integration
 
@@ -685,6 +686,71 @@ def test_archive_delivered_twice_in_a_row(
     assert second.data["status"] == "succeeded", (
         f"a redelivered archive that was already done reports {second.data}"
     )
+
+
+def test_forged_and_replayed_follow_ups_claim_nothing(
+    deploy: Callable[..., Deployment],
+    bucket: str,
+    dicom_store: str,
+    emulator: EmulatorAdmin,
+    storage_client: Any,
+    figures: Figures,
+) -> None:
+    """Issue 12, 1: an operation name is public (events carry it). A follow-up naming a finished operation
+    of the same dataset, unsigned, signed with another key, or with a genuine signature moved from
+    another request, is invalid_request: nothing is claimed and nothing is deleted."""
+    deployment = deploy(worker_env(bucket, dicom_store, "forged"))
+    figures.deployments.append(deployment)
+    done, _ = emulator.stow_series(dicom_store, 1)
+    deployment.publish({"action": "delete", "series": series_path(dicom_store, done), "requestId": "real"})
+    (real,) = deployment.pull_events(1, timeout=60)
+    assert real.data["deleted"] is True
+    operation = real.data["operation"]
+    target, target_data = emulator.stow_series(dicom_store, 3)
+    keys = KeyRing.parse(deployment.env["CONTINUATION_KEYS"])
+    genuine = {
+        "action": "delete",
+        "series": series_path(dicom_store, done),
+        "requestId": "real",
+        "operation": operation,
+        "continuation": 1,
+    }
+    moved = {**genuine, "series": series_path(dicom_store, target), "requestId": "moved"}
+    moved[SIGNATURE_FIELD] = keys.sign(genuine)
+    other_keys = KeyRing.parse("attacker=" + "a" * 40)
+    forged: list[dict[str, Any]] = []
+    for action in ("delete", "archive"):
+        body = {"action": action, "series": series_path(dicom_store, target), "operation": operation}
+        forged.append({**body, "requestId": f"unsigned-{action}"})
+        signed = {**body, "requestId": f"other-key-{action}"}
+        forged.append({**signed, SIGNATURE_FIELD: other_keys.sign(signed)})
+    forged.append(moved)
+    forged.append(
+        {
+            "action": "retrieve",
+            "series": series_path(dicom_store, target),
+            "requestId": "forged-instance",
+            "instance": target.sop_uids[0],
+        }
+    )
+    emulator.clear_requests()
+    for message in forged:
+        deployment.publish(message)
+    events = by_request(deployment.pull_events(len(forged), timeout=60))
+    figures.messages += len(forged)
+    for message in forged:
+        event = events[message["requestId"]]
+        assert event["status"] == "failed", event
+        assert event["error"]["code"] == "invalid_request", event
+        assert "deleted" not in event and "verified" not in event
+        figures.forged += 1
+        audited = {**event, "studyInstanceUID": target.study_uid, "seriesInstanceUID": target.series_uid}
+        expected = dict(zip(target.sop_uids, target_data, strict=True))
+        assert not deletion_problems(
+            emulator, dicom_store, audited, storage_client, bucket, "forged", expected, figures
+        )
+    assert not [r for r in emulator.requests() if r["method"] == "DELETE"]
+    assert emulator.instance_count(dicom_store, target) == 3
 
 
 # --------------------------------------------------------------------------------------------------

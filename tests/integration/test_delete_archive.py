@@ -371,3 +371,29 @@ def test_archive_stops_on_an_object_missing_at_verification(
     )
     assert not [r for r in emulator.requests() if r["method"] == "DELETE" and series.series_uid in r["path"]]
     assert emulator.instance_count(dicom_store, series) == 5
+
+
+def test_delete_reports_deleted_only_for_an_empty_series(
+    deploy: Callable[..., Deployment], dicom_store: str, emulator: EmulatorAdmin
+) -> None:
+    """Issue 12, "delete tells the truth": an instance stored once the operation is done is still in the
+    series, so the event says series_not_empty with what remains, never deleted."""
+    series, _ = emulator.stow_series(dicom_store, 2)
+    late = make_instance(series.study_uid, series.series_uid, generate_uid(), number=7)
+    deployment = deploy({"DELETE_ENABLED": "true", "SEARCH_SETTLE_SECONDS": "2"})
+    emulator.faults(
+        {
+            "method": "GET",
+            "path": f"series/{series.series_uid}/instances$",
+            "times": 1,
+            "storeInstance": {"store": dicom_store, "data": b64(late)},
+        }
+    )
+    deployment.publish({"action": "delete", "series": series_path(dicom_store, series)})
+    (event,) = deployment.pull_events(1, timeout=60)
+    assert [rule["fired"] for rule in emulator.fired()] == [1]
+    assert event.data["status"] == "failed", event.data
+    assert event.data["error"]["code"] == "series_not_empty"
+    assert event.data["error"]["details"]["remainingCount"] == 1
+    assert "deleted" not in event.data
+    assert emulator.instance_count(dicom_store, series) == 1
