@@ -112,7 +112,9 @@ class Bench:
     @classmethod
     def start(cls, run_dir: Path, out_dir: Path, *, pubsub: bool = False) -> Bench:
         """The stack; the Pub/Sub emulator only when asked for (and available: it needs Java)."""
-        stack = Stack(run_dir, pubsub=pubsub and PubSubEmulator.available(), gcs=True, healthcare=True)
+        stack = Stack(
+            run_dir, pubsub=pubsub and PubSubEmulator.available(), gcs=True, healthcare=True, gcs_front=False
+        )
         stack.start()
         bench = cls(stack, out_dir)
         stack.create_dicom_store(STORE)

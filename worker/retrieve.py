@@ -96,6 +96,7 @@ class SeriesCopy:
             "transferSyntaxUID": transfer_syntax or "",
             "requestedTransferSyntax": self.transfer_syntax,
             "sourceStore": store.name if store is not None else "dicomweb",
+            "requestId": self.job.request.request_id,
         }
 
     # -- one instance ------------------------------------------------------------------------------
@@ -178,7 +179,15 @@ class SeriesCopy:
             and existing.metadata.get("sopInstanceUID") == instance.sop_uid
             and existing.metadata.get("requestedTransferSyntax") == self.transfer_syntax
         )
-        if not mine or self.verify_sources:
+        # Written by an earlier delivery of this same request: Cloud Storage checked its CRC32C against
+        # the bytes that delivery read from this source, so archive need not read the source again (a
+        # continuation would otherwise re-read everything copied before it and never finish).
+        this_request = (
+            mine
+            and existing.metadata.get("requestId") == self.job.request.request_id
+            and existing.metadata.get("sourceStore") == self.metadata(instance, None)["sourceStore"]
+        )
+        if not mine or (self.verify_sources and not this_request):
             size, crc32c = self._measure(instance) if source is None else _measure(source)
             if (size, crc32c) != (existing.size, existing.crc32c):
                 if self.verify_sources:  # archive: the copy is not the source, so nothing is deleted

@@ -315,7 +315,10 @@ def test_submit_refuses_a_bad_request_without_publishing(
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(stack: Stack, args: list[str], reason: str) -> None:
-    result = cli(cli_env(stack, REQUEST_TOPIC="projects/local-project/topics/unused"), *args)
+    env = cli_env(
+        stack, REQUEST_TOPIC="projects/local-project/topics/unused", CONTINUATION_KEYS="cli=" + "k" * 32
+    )
+    result = cli(env, *args)
     assert result.returncode == 2
     line = one_line(result.stderr)
     assert line.startswith(f"python -m worker {args[0]}: error: ")

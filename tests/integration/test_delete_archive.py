@@ -215,64 +215,6 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def test_instances_stored_before_and_during_the_deletes_are_never_lost(
-    deploy: Callable[..., Deployment],
-    bucket: str,
-    dicom_store: str,
-    emulator: EmulatorAdmin,
-    storage_client: Any,
-) -> None:
-    """Issue 12, 2: one instance is stored between verification and the first delete, another while the
-    deletes run. DeleteSeries would delete both uncopied; per-instance deletes leave them to later rounds,
-    which copy, check and delete them. The event counts every one, and every one is in the bucket."""
-    series, data = emulator.stow_series(dicom_store, 3)
-    first = make_instance(series.study_uid, series.series_uid, generate_uid(), number=50)
-    second = make_instance(series.study_uid, series.series_uid, generate_uid(), number=51)
-    deployment = deploy(
-        {"DELETE_ENABLED": "true", "DEFAULT_DESTINATION": f"gs://{bucket}/cold", "CONCURRENCY": "1"}
-    )
-    emulator.faults(
-        {
-            "method": "DELETE",
-            "path": "/instances/",
-            "times": 1,
-            "storeInstance": {"store": dicom_store, "data": b64(first)},
-        },
-        {
-            "method": "DELETE",
-            "path": f"/instances/{series.sop_uids[2]}$",
-            "times": 1,
-            "storeInstance": {"store": dicom_store, "data": b64(second)},
-        },
-    )
-    deployment.publish({"action": "archive", "series": series_path(dicom_store, series)})
-    (event,) = deployment.pull_events(1, timeout=120)
-    assert [rule["fired"] for rule in emulator.fired()] == [1, 1]
-    assert event.data["status"] == "succeeded", event.data
-    assert (event.data["instanceCount"], event.data["deletedCount"]) == (5, 5)
-    assert (event.data["verified"], event.data["deleted"]) == (True, True)
-    prefix = f"cold/{series.study_uid}/{series.series_uid}/"
-    objects = read_bucket(storage_client, bucket, prefix)
-    expected = dict(zip(series.sop_uids, data, strict=True))
-    for instance in (first, second):
-        expected[_sop_uid(instance)] = instance
-    for sop_uid, body in expected.items():
-        assert objects[f"{prefix}{sop_uid}.dcm"] == body
-    assert emulator.instance_count(dicom_store, series) == 0
-    series_wide = [
-        r for r in emulator.requests() if r["method"] == "DELETE" and r["path"].endswith(series.series_uid)
-    ]
-    assert series_wide == [], "archive never deletes a whole series"
-
-
-def _sop_uid(data: bytes) -> str:
-    import io
-
-    import pydicom
-
-    return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
-
-
 def test_a_server_that_caps_results_and_ignores_offset_gets_nothing_deleted(
     deleter: Deployment, archive_bucket: str, dicom_store: str, emulator: EmulatorAdmin
 ) -> None:
