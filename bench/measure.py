@@ -85,8 +85,9 @@ def run_worker(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     from worker.settings import Settings
 
     worker = build_worker(Settings.from_env())
+    action = spec.get("action", "retrieve")  # or "archive": copy, check, then delete instance by instance
     body = {
-        "action": "retrieve",
+        "action": action,
         "series": f"{spec['store']}/dicomWeb/studies/{spec['study']}/series/{spec['series']}",
         "destination": f"gs://{spec['bucket']}/{spec['prefix']}",
         "options": {"mode": spec["mode"]},
@@ -98,6 +99,8 @@ def run_worker(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         if event is None or event.status != "succeeded":
             raise RuntimeError(f"the worker did not succeed: {event and event.as_json()}")
         result = event.as_json()
+        if action == "archive" and result.get("deleted") is not True:
+            raise RuntimeError(f"the archive did not delete the series: {result}")
         return {
             "instances": result["instanceCount"],
             "bytes": result["bytes"],

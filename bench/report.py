@@ -67,6 +67,7 @@ class Results:
     coldstart: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # system -> runs
     memory: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # label -> mode -> runs
     multipart: dict[str, Any] | None = None
+    archive: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # action -> runs, paired by index
     notes: list[str] = field(default_factory=list)
     load_before: str = ""
     load_after: str = ""
@@ -309,6 +310,34 @@ def targets(
     return found
 
 
+def archive_ratio(results: Results) -> float:
+    """Median over repetitions of archive seconds / retrieve seconds, each pair from the same repetition."""
+    pairs = zip(results.archive.get("archive", []), results.archive.get("retrieve", []), strict=False)
+    return median(a["seconds"] / r["seconds"] for a, r in pairs)
+
+
+def archive_target(results: Results, label: str) -> Target:
+    name = f"archive {label}, per-instance deletes included: within 1.3x of retrieve"
+    if not (results.archive.get("archive") and results.archive.get("retrieve")):
+        return Target(name, "", "≤ 1.3x", None)
+    ratio = archive_ratio(results)
+    return Target(name, f"{fmt(ratio)}x", "≤ 1.3x", ratio <= 1.3)
+
+
+def archive_table(results: Results) -> list[str]:
+    lines = ["| action | runs | median s | MB/s | CPU s (client) |", "|---|---:|---:|---:|---:|"]
+    for action in ("retrieve", "archive"):
+        runs = results.archive.get(action, [])
+        if runs:
+            lines.append(
+                f"| {action} | {len(runs)} | {fmt(median(r['seconds'] for r in runs))}"
+                f" | {fmt(median(mbps(r) for r in runs), 1)} | {fmt(median(r['cpu'] for r in runs))} |"
+            )
+    if results.archive.get("archive") and results.archive.get("retrieve"):
+        lines += ["", f"archive / retrieve, median of same-repetition ratios: {fmt(archive_ratio(results))}x"]
+    return lines
+
+
 def targets_table(found: list[Target]) -> list[str]:
     lines = ["| target | measured | limit | PASS/FAIL |", "|---|---:|---:|---|"]
     lines += [f"| {t.name} | {t.measured} | {t.limit} | {t.verdict} |" for t in found]
@@ -407,6 +436,13 @@ def render(results: Results, found: list[Target]) -> str:
         "## Cold start",
         "",
         *coldstart_table(results),
+        "",
+        "## Archive (copy, check, delete instance by instance) against retrieve of the same shape",
+        "",
+        "Each repetition seeds a fresh series for each action (archive deletes its source) and runs both"
+        " back to back, in alternating order, worker mode instances.",
+        "",
+        *archive_table(results),
         "",
         "## Multipart splitter (bench/multipart_speed.py, crc32 consumer)",
         "",

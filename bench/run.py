@@ -24,7 +24,7 @@ from bench.local import BUCKET, STORE, Bench, Series
 from infra.local.stack import REPO_ROOT, install_signal_handlers
 
 BENCH_DIR = Path(__file__).resolve().parent
-SECTIONS = ("multipart", "coldstart", "search", "retrieve", "memory")
+SECTIONS = ("multipart", "coldstart", "search", "retrieve", "archive", "memory")
 SYSTEMS = ("worker:instances", "worker:series", "baseline", "ceiling")
 CONCURRENCY = 16  # the worker's default (Settings.concurrency); the ceiling uses the same
 
@@ -139,6 +139,34 @@ def run_retrieve(bench: Bench, results: report.Results, plan: list[Shape], progr
                 f"{shape.label}: the baseline's objects total {sorted(baseline_sizes)} bytes, the source's"
                 f" {sorted(source)}: dcmwrite re-encodes the parsed datasets (not the bytes as stored)"
             )
+
+
+def run_archive(bench: Bench, results: report.Results, runs: int, progress: Progress) -> None:
+    """Archive against retrieve of the 500 x 0.5 MB series with 20 ms round trips: a fresh series for each
+    run (archive deletes it), the two actions back to back in alternating order, paired by repetition."""
+    for repetition in range(runs):
+        order = ("retrieve", "archive") if repetition % 2 == 0 else ("archive", "retrieve")
+        for action in order:
+            series = bench.seed(500, 500_000)
+            prefix = bench.new_prefix(action)
+            spec: dict[str, Any] = {
+                "kind": "worker",
+                "action": action,
+                "mode": "instances",
+                "study": series.study,
+                "series": series.series,
+                "prefix": prefix,
+                "concurrency": CONCURRENCY,
+                **bench.remote(REMOTE_DELAY_MS),
+            }
+            spec["env"] = {**spec["env"], "DELETE_ENABLED": "true"}
+            run = flatten(bench.measure(spec, timeout=1200))
+            count, _ = bench.listing(prefix)
+            if count != series.count or run["instances"] != series.count:
+                raise RuntimeError(f"archive bench {action}: {count} objects, {run['instances']} reported")
+            bench.remove(prefix)
+            results.archive.setdefault(action, []).append(run)
+            progress(f"archive {SMALL_REMOTE} {action} run {repetition + 1}/{runs}: {run['seconds']:.2f} s")
 
 
 def run_memory(bench: Bench, results: report.Results, quick: bool, progress: Progress) -> None:
@@ -349,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             run_search(bench, results, small_runs, progress)
         if "retrieve" in sections:
             run_retrieve(bench, results, shapes(args.quick, args.runs), progress)
+        if "archive" in sections:
+            run_archive(bench, results, small_runs, progress)
         if "memory" in sections:
             run_memory(bench, results, args.quick, progress)
     finally:
@@ -382,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             f" {2 * REMOTE_DELAY_MS:g} ms further away, as from Cloud Run to real services (bench/README.md)"
         )
     found = report.targets(results, [SMALL, SMALL_REMOTE], MEMORY_SMALL, MEMORY_LARGE, LARGE)
+    found.append(report.archive_target(results, SMALL_REMOTE))
     text = report.render(results, found)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "results.md").write_text(text)
