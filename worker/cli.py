@@ -476,7 +476,7 @@ def cmd_fan_out(args: argparse.Namespace, env: Mapping[str, str], clients: Clien
         filters["Modality"] = args.modality
     if args.study_date:
         filters["StudyDate"] = args.study_date
-    from worker.dicomweb import SourceGone
+    from worker.errors import SourceGone
 
     dicomweb = _make(clients.dicomweb, settings)
     _check_root(dicomweb, probe)

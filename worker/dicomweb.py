@@ -28,8 +28,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from worker.errors import Code, PermanentError, RetryableError
-from worker.models import DicomStore, Instance, SeriesRef, is_uid
+from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.models import DicomStore, Instance, Operation, SeriesRef, is_uid
 from worker.multipart import MultipartError, Part, boundary_from_content_type, iter_parts
 from worker.settings import Auth, Settings
 
@@ -50,26 +50,6 @@ _SOP_INSTANCE = "00080018"
 _STUDY = "0020000D"
 _SERIES = "0020000E"
 _INSTANCE_NUMBER = "00200013"
-
-
-class SourceGone(Exception):
-    """A 404 from the source: the caller decides whether that is "absent" or an error."""
-
-
-@dataclass(frozen=True)
-class Operation:
-    """A Healthcare API long-running operation, as far as the worker needs it."""
-
-    name: str
-    done: bool
-    error: dict[str, Any] | None
-
-    @classmethod
-    def from_json(cls, body: object) -> Operation:
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
-            raise RetryableError("the operation response has no name")
-        error = body.get("error")
-        return cls(body["name"], bool(body.get("done")), error if isinstance(error, dict) else None)
 
 
 def accept_header(transfer_syntax: str) -> str:

@@ -3,8 +3,14 @@
     WorkerError
     ├── PermanentError   the request can never succeed as sent: publish a failed event, then acknowledge
     │                    (Pub/Sub must not redeliver a poison message forever). Carries a stable `code`.
-    └── RetryableError   a transient fault (429, 5xx, timeouts, dropped connections, a failed publish):
-                         raise to functions-framework, which answers 500, and Pub/Sub redelivers.
+    ├── RetryableError   a transient fault (429, 5xx, timeouts, dropped connections, a failed publish):
+    │   │                raise to functions-framework, which answers 500, and Pub/Sub redelivers.
+    │   └── InstanceGone an instance the search listed answers 404: a redelivery searches again
+    ├── SourceGone       a 404 from the DICOMweb server: the caller decides "absent" or an error
+    └── ObjectExists     a create-only write met an existing object (another delivery may have written it)
+
+SourceGone and ObjectExists are answers of a boundary, not failures of a request: the caller always
+handles them; one that escapes is a defect (retried, then reported by type).
 
 Each external system's module translates its library's exceptions into these at its boundary, so the
 handlers never see `requests` or `google.api_core` errors. Messages carry UIDs and counts only, never
@@ -65,6 +71,18 @@ class PermanentError(WorkerError):
 
 class RetryableError(WorkerError):
     """A transient failure: raise it so that Pub/Sub redelivers the message."""
+
+
+class InstanceGone(RetryableError):
+    """An instance found by the search is gone (404): not worth retrying now; a redelivery searches again."""
+
+
+class SourceGone(WorkerError):
+    """A 404 from the source: the caller decides whether that is "absent" or an error."""
+
+
+class ObjectExists(WorkerError):
+    """A create-only write met an existing object (another delivery may have written it)."""
 
 
 def invalid(message: str, **details: Any) -> PermanentError:

@@ -8,10 +8,11 @@ into a bucket path.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.errors import invalid
+from worker.errors import RetryableError, invalid
 
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _PROJECT = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]")
@@ -204,3 +205,35 @@ class Instance:
             "sopClassUID": self.sop_class_uid,
             "instanceNumber": self.instance_number,
         }
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What Cloud Storage says of one object; crc32c is base64 of the big-endian value, as GCS gives it."""
+
+    bucket: str
+    name: str
+    size: int
+    crc32c: str
+    generation: int
+    metadata: Mapping[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"gs://{self.bucket}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A Healthcare API long-running operation, as far as the worker needs it."""
+
+    name: str
+    done: bool
+    error: dict[str, Any] | None
+
+    @classmethod
+    def from_json(cls, body: object) -> Operation:
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise RetryableError("the operation response has no name")
+        error = body.get("error")
+        return cls(body["name"], bool(body.get("done")), error if isinstance(error, dict) else None)

@@ -21,14 +21,13 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 
 from worker.app import HandedOn, Job, Outcome
-from worker.dicomweb import SourceGone
-from worker.errors import Code, PermanentError, RetryableError
-from worker.models import GcsLocation, Instance, is_uid
+from worker.errors import Code, InstanceGone, ObjectExists, PermanentError, RetryableError, SourceGone
+from worker.models import GcsLocation, Instance, StoredObject, is_uid
 from worker.multipart import content_type_params
 from worker.part10 import peek_identity
 from worker.request import Mode
 from worker.search import find_instances, series_folder
-from worker.storage import SMALL_OBJECT_BYTES, ObjectExists, StoredObject, crc32c_base64
+from worker.storage import SMALL_OBJECT_BYTES, crc32c_base64
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,6 @@ MANIFEST_NAME = "manifest.json"  # not *.dcm: a `**.dcm` import of the prefix le
 METADATA_NAME = "metadata.json"
 INSTANCE_RETRY_SLACK_SECONDS = 30.0
 SERIES_BUFFER_BYTES = 32 * 1024 * 1024  # mode series: parts read ahead and waiting on their upload
-
-
-class InstanceGone(RetryableError):
-    """An instance found by the search is gone (404): not worth retrying now; a redelivery searches again."""
 
 
 @dataclass(frozen=True)

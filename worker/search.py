@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.app import Job, Outcome
-from worker.dicomweb import SourceGone
-from worker.errors import Code, PermanentError
+from worker.errors import Code, PermanentError, SourceGone
 from worker.models import Instance, SeriesRef
 
 RECHECK_SECONDS = 1.0  # a count that disagrees with the series metrics is searched once more after this

@@ -30,7 +30,6 @@ import posixpath
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import google_crc32c
@@ -39,8 +38,8 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 
-from worker.errors import Code, PermanentError, RetryableError
-from worker.models import GcsLocation
+from worker.errors import Code, ObjectExists, PermanentError, RetryableError
+from worker.models import GcsLocation, StoredObject
 
 SMALL_OBJECT_BYTES = 8 * 1024 * 1024
 RESUMABLE_CHUNK_BYTES = 16 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
@@ -48,26 +47,6 @@ RESUMABLE_UPLOAD_BYTES = SMALL_OBJECT_BYTES + 2 * RESUMABLE_CHUNK_BYTES  # what 
 DICOM_CONTENT_TYPE = "application/dicom"
 JSON_READ_LIMIT = 64 * 1024 * 1024  # read_json reads no more than this
 JSON_WRITE_ATTEMPTS = 8  # write_json: versions that other writers may take meanwhile before it gives up
-
-
-class ObjectExists(Exception):
-    """A create-only write met an existing object (another delivery may have written it)."""
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    """What Cloud Storage says of one object; crc32c is base64 of the big-endian value, as GCS gives it."""
-
-    bucket: str
-    name: str
-    size: int
-    crc32c: str
-    generation: int
-    metadata: Mapping[str, str]
-
-    @property
-    def uri(self) -> str:
-        return f"gs://{self.bucket}/{self.name}"
 
 
 def crc32c_base64(checksum: google_crc32c.Checksum) -> str:

@@ -47,8 +47,8 @@ from worker.cli import (
     short_uid,
     table_row,
 )
-from worker.dicomweb import DicomWebClient, SourceGone
-from worker.errors import Code, PermanentError, RetryableError
+from worker.dicomweb import DicomWebClient
+from worker.errors import Code, PermanentError, RetryableError, SourceGone
 from worker.models import DicomStore, SeriesRef
 from worker.request import Action
 from worker.settings import Settings

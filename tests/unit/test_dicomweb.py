@@ -20,9 +20,9 @@ import requests
 import urllib3.util.retry
 
 from tests.unit.fakes import DATASET, LOCATION, PROJECT, SERIES, SOP, STORE, STUDY
-from worker.dicomweb import DicomWebClient, Operation, SourceGone, accept_header, build_session
-from worker.errors import Code, PermanentError, RetryableError
-from worker.models import DicomStore, Instance, SeriesRef
+from worker.dicomweb import DicomWebClient, accept_header, build_session
+from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.models import DicomStore, Instance, Operation, SeriesRef
 from worker.settings import Auth, Settings
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"

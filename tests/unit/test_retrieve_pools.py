@@ -16,11 +16,11 @@ from infra.local.dicom_factory import make_instance
 from tests.unit.fakes import SERIES, SERIES_PATH, STUDY, FakePublisher, HeldBytes
 from worker.app import Job
 from worker.dicomweb import DicomWebClient
-from worker.models import GcsLocation, Instance, SeriesRef
+from worker.models import GcsLocation, Instance, SeriesRef, StoredObject
 from worker.request import Action, Mode, RetrieveOptions, SeriesRequest
 from worker.retrieve import SERIES_BUFFER_BYTES, SeriesCopy
 from worker.settings import Settings
-from worker.storage import Storage, StoredObject
+from worker.storage import Storage
 
 PART_BYTES = 5_000_000
 PARTS = 24

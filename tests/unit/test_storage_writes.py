@@ -10,13 +10,8 @@ import random
 import pytest
 
 from tests.unit.fake_gcs import FakeGcs, crc32c
-from worker.errors import Code, PermanentError, RetryableError
-from worker.storage import (
-    RESUMABLE_CHUNK_BYTES,
-    SMALL_OBJECT_BYTES,
-    ObjectExists,
-    Storage,
-)
+from worker.errors import Code, ObjectExists, PermanentError, RetryableError
+from worker.storage import RESUMABLE_CHUNK_BYTES, SMALL_OBJECT_BYTES, Storage
 
 BUCKET = "archive"
 MANIFEST = "dicom/1.2/1.2.3/manifest.json"

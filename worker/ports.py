@@ -1,0 +1,93 @@
+"""The external systems an action talks to, as typed ports: what the actions need of each, and nothing else.
+
+The real adapters are `worker.dicomweb.DicomWebClient`, `worker.storage.Storage` and
+`worker.pubsub.Publisher`; tests pass typed fakes. The actions see only these protocols.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject
+
+
+class Part(Protocol):
+    """One instance of a retrieve response: its part headers and its bytes, streamed."""
+
+    headers: Mapping[str, str]
+
+    def iter_chunks(self) -> Iterator[bytes]: ...
+
+
+class DicomWebSource(Protocol):
+    """Search, retrieve and delete on one configured DICOMweb server (raises worker errors only)."""
+
+    @property
+    def healthcare(self) -> bool: ...
+
+    def root(self, series: SeriesRef) -> str: ...
+
+    def search_instances(self, series: SeriesRef, page_size: int) -> list[Instance]: ...
+
+    def series_instance_count(self, series: SeriesRef) -> int | None: ...
+
+    def search_series(
+        self, store: DicomStore | None, study_uid: str | None, filters: Mapping[str, str], page_size: int
+    ) -> list[SeriesRef]: ...
+
+    def retrieve_instance(
+        self, series: SeriesRef, sop_uid: str, transfer_syntax: str, *, deadline: float | None = None
+    ) -> contextlib.AbstractContextManager[Part]: ...
+
+    def retrieve_series(
+        self, series: SeriesRef, transfer_syntax: str, *, deadline: float | None = None
+    ) -> contextlib.AbstractContextManager[Iterator[Part]]: ...
+
+    def metadata(self, series: SeriesRef) -> bytes: ...
+
+    def delete_series(self, series: SeriesRef) -> Operation | None: ...
+
+    def delete_instance(self, series: SeriesRef, sop_uid: str) -> bool: ...
+
+    def get_operation(self, name: str, store: DicomStore) -> Operation: ...
+
+
+class ObjectStore(Protocol):
+    """Create-only writes and reads of one object store (raises worker errors only)."""
+
+    def stat(self, bucket: str, name: str) -> StoredObject | None: ...
+
+    def list(self, location: GcsLocation) -> Iterator[StoredObject]: ...
+
+    def upload(
+        self,
+        bucket: str,
+        name: str,
+        chunks: Iterator[bytes],
+        *,
+        metadata: Mapping[str, str],
+        content_type: str = ...,
+    ) -> StoredObject: ...
+
+    def write_json(self, bucket: str, name: str, body: Any) -> StoredObject: ...
+
+    def json_versions(self, bucket: str, name: str) -> builtins.list[StoredObject]: ...
+
+    def read_json(self, bucket: str, name: str) -> Any: ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The one bundle of external systems a worker runs with."""
+
+    dicomweb: DicomWebSource
+    storage: ObjectStore
+    publisher: EventPublisher
