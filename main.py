@@ -10,7 +10,7 @@ import flask
 import functions_framework
 from cloudevents.http.event import CloudEvent
 
-from worker.entry import handle_cloud_event
+from worker.cloud_event import handle_cloud_event
 
 
 @functions_framework.cloud_event

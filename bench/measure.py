@@ -81,8 +81,8 @@ def storage_client(pool: int = 10) -> Any:
 
 def run_worker(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     from worker.request import Message
-    from worker.runtime import build_worker
     from worker.settings import Settings
+    from worker.wiring import build_worker
 
     worker = build_worker(Settings.from_env())
     action = spec.get("action", "retrieve")  # or "archive": copy, check, then delete instance by instance

@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 from worker.errors import PermanentError, RetryableError
 from worker.models import DicomStore, SeriesRef, check_uid
+from worker.ports import DicomWebSource
 from worker.request import Action, Message, SeriesRequest, parse_request
 from worker.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from worker.app import Worker
+    from worker.delivery import Worker
     from worker.dicomweb import DicomWebClient
 
 _T = TypeVar("_T")
@@ -113,7 +114,7 @@ def _dicomweb_client(settings: Settings) -> DicomWebClient:
 
 
 def _worker(settings: Settings) -> Worker:
-    from worker.runtime import build_worker
+    from worker.wiring import build_worker
 
     return build_worker(settings)
 
@@ -374,7 +375,7 @@ def parse_target(value: str, settings: Settings) -> tuple[DicomStore | None, str
     )
 
 
-def _check_root(dicomweb: DicomWebClient, series: SeriesRef) -> None:
+def _check_root(dicomweb: DicomWebSource, series: SeriesRef) -> None:
     """The configured server must be the kind the path names (a Healthcare store, or DICOMWEB_URL)."""
     try:
         dicomweb.root(series)
@@ -562,7 +563,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str], clients: Clients) 
     except SettingsError as error:
         raise UsageError(str(error)) from None
     worker = _make(clients.worker, settings)
-    _check_root(worker.dicomweb, request.series)
+    _check_root(worker.ports.dicomweb, request.series)
     line = ProgressLine(sys.stderr)
     worker.progress = CopyProgress(line)
     data = message_data(request, keep_request_id=args.request_id is not None)

@@ -22,8 +22,8 @@ from typing import Any
 from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 
-from worker.app import HandedOn, Job, Outcome
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.job import HandedOn, Job, Outcome
 from worker.models import GcsLocation, Instance, Operation
 from worker.retrieve import MANIFEST_NAME, Copied, SeriesCopy, write_manifest
 from worker.search import Listing, find_instances, list_series

@@ -20,8 +20,8 @@ import google_crc32c
 from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 
-from worker.app import HandedOn, Job, Outcome
 from worker.errors import Code, InstanceGone, ObjectExists, PermanentError, RetryableError, SourceGone
+from worker.job import HandedOn, Job, Outcome
 from worker.models import GcsLocation, Instance, StoredObject, is_uid
 from worker.multipart import content_type_params
 from worker.part10 import peek_identity

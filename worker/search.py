@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker.app import Job, Outcome
 from worker.errors import Code, PermanentError, SourceGone
+from worker.job import Job, Outcome
 from worker.models import Instance, SeriesRef
 
 RECHECK_SECONDS = 1.0  # a count that disagrees with the series metrics is searched once more after this

@@ -31,7 +31,6 @@ from tests.unit.fakes import (
     no_storage,
 )
 from worker import cli
-from worker.app import HandedOn, Job, Outcome, Worker
 from worker.cli import (
     EXIT_FAILED,
     EXIT_HANDED_ON,
@@ -47,9 +46,12 @@ from worker.cli import (
     short_uid,
     table_row,
 )
+from worker.delivery import Worker
 from worker.dicomweb import DicomWebClient
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.job import HandedOn, Job, Outcome
 from worker.models import DicomStore, SeriesRef
+from worker.ports import Ports
 from worker.request import Action
 from worker.settings import Settings
 
@@ -616,7 +618,7 @@ def run_clients(
     def worker(settings: Settings) -> Worker:
         dicomweb = DicomWebClient(settings, requests.Session())
         actions = dict.fromkeys(Action, action)
-        made.append(Worker(settings, dicomweb, no_storage(), publisher or FakePublisher(), actions))
+        made.append(Worker(settings, Ports(dicomweb, no_storage(), publisher or FakePublisher()), actions))
         return made[-1]
 
     return Clients(worker=worker), made

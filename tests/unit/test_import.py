@@ -17,9 +17,9 @@ seen = []
 NETWORK = {"socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.sendto", "socket.sendmsg"}
 sys.addaudithook(lambda event, args: seen.append(event) if event in NETWORK else None)
 import main
-import worker.entry
+import worker.cloud_event
 print(json.dumps({"socket_events": seen, "threads": threading.active_count(),
-                  "worker_built": worker.entry._worker is not None,
+                  "worker_built": worker.cloud_event._worker is not None,
                   "entry_point": callable(main.handle_series_request)}))
 """
 

@@ -164,7 +164,7 @@ def test_configure_is_idempotent_and_writes_to_stdout(
     logs.configure()
 
     assert sum(isinstance(h.formatter, logs.JsonFormatter) for h in worker_logger.handlers) == 1
-    logging.getLogger("worker.app").info("request started", extra={"action": "search"})
+    logging.getLogger("worker.delivery").info("request started", extra={"action": "search"})
     (entry,) = lines(stdout)
     assert entry["message"] == "request started"
     assert entry["action"] == "search"

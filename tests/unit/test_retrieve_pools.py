@@ -14,9 +14,10 @@ import pytest
 
 from infra.local.dicom_factory import make_instance
 from tests.unit.fakes import SERIES, SERIES_PATH, STUDY, FakePublisher, HeldBytes
-from worker.app import Job
 from worker.dicomweb import DicomWebClient
+from worker.job import Job
 from worker.models import GcsLocation, Instance, SeriesRef, StoredObject
+from worker.ports import Ports
 from worker.request import Action, Mode, RetrieveOptions, SeriesRequest
 from worker.retrieve import SERIES_BUFFER_BYTES, SeriesCopy
 from worker.settings import Settings
@@ -113,14 +114,8 @@ def copy_with(mode: Mode, source: Source, bucket: SlowBucket, concurrency: int) 
         "req-1",
         options=RetrieveOptions(mode=mode),
     )
-    job = Job(
-        request,
-        Settings(concurrency=concurrency),
-        cast(DicomWebClient, source),
-        cast(Storage, bucket),
-        FakePublisher(),
-        deadline=time.monotonic() + 60,
-    )
+    ports = Ports(cast(DicomWebClient, source), cast(Storage, bucket), FakePublisher())
+    job = Job(request, Settings(concurrency=concurrency), ports, deadline=time.monotonic() + 60)
     return SeriesCopy(job, GcsLocation.parse("gs://my-bucket/archive"))
 
 

@@ -7,121 +7,39 @@ where it becomes a failed `retries_exhausted` event so that no request ends with
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
 
-from worker.continuation import SIGNATURE_FIELD
-from worker.dicomweb import DicomWebClient
 from worker.errors import Code, PermanentError, RetryableError
 from worker.events import CompletionEvent
+from worker.job import ActionFunction, HandedOn, Job
 from worker.logs import request_id_var
-from worker.models import GcsLocation
-from worker.pubsub import Publisher
+from worker.ports import Ports
 from worker.request import Action, Message, SeriesRequest, parse_request, request_id_of, store_allowed
 from worker.settings import Settings
-from worker.storage import Storage
 
 log = logging.getLogger(__name__)
 
-MAX_CONTINUATIONS = 1000
-LAST_ATTEMPT_DEFAULT = 5
-
-
-@dataclass(frozen=True)
-class HandedOn:
-    """The request was handed to a continuation message: no completion event yet."""
-
-    reason: str
-
-
-Outcome = Mapping[str, Any] | HandedOn
-
-
-@dataclass
-class Job:
-    """One request being worked on, with the clients and the deadline it runs under."""
-
-    request: SeriesRequest
-    settings: Settings
-    dicomweb: DicomWebClient
-    storage: Storage
-    publisher: Publisher
-    deadline: float
-    clock: Callable[[], float] = time.monotonic
-    progress: Callable[[int, int], None] | None = None  # (instances, bytes) copied, for the operator CLI
-
-    def report(self, instances: int, size: int) -> None:
-        if self.progress is not None:
-            self.progress(instances, size)
-
-    def remaining(self) -> float:
-        return self.deadline - self.clock()
-
-    def destination(self) -> GcsLocation:
-        """The request's destination, or DEFAULT_DESTINATION; refused outside ALLOWED_BUCKETS."""
-        destination = self.request.destination or self.settings.default_destination
-        if destination is None:
-            raise PermanentError(
-                Code.DESTINATION_MISSING, "no destination in the request and no DEFAULT_DESTINATION is set"
-            )
-        if not self.settings.destination_allowed(destination):
-            raise PermanentError(
-                Code.DESTINATION_NOT_ALLOWED,
-                "the destination is outside ALLOWED_BUCKETS; nothing was written",
-            )
-        return destination
-
-    def hand_on(self, reason: str, **changes: Any) -> HandedOn:
-        """Publish the same request (with `changes`) onto REQUEST_TOPIC, to go on in a fresh delivery.
-
-        Signed with the first continuation key: only the worker may set the fields of a follow-up."""
-        topic = self.settings.request_topic
-        keys = self.settings.continuation_keys
-        if topic is None or keys is None:
-            raise RetryableError("the deadline is near and REQUEST_TOPIC is not set: cannot hand the rest on")
-        following = replace(self.request, continuation=self.request.continuation + 1, **changes)
-        if following.continuation > MAX_CONTINUATIONS:
-            raise PermanentError(
-                Code.RETRIES_EXHAUSTED,
-                f"the request was handed on {MAX_CONTINUATIONS} times without finishing",
-            )
-        body = following.as_json()
-        body[SIGNATURE_FIELD] = keys.sign(body)
-        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        attributes = {"action": str(following.action), "requestId": following.request_id, "continuation": "1"}
-        self.publisher.publish(topic, data, attributes)
-        log.info("handed the request on", extra={"reason": reason, "continuation": following.continuation})
-        return HandedOn(reason)
-
-
-ActionFunction = Callable[[Job], Outcome]
-
 
 class Worker:
+    """Handles deliveries with one set of settings and ports; the last delivery attempt is the dead-letter
+    policy's (MAX_DELIVERY_ATTEMPTS)."""
+
     def __init__(
         self,
         settings: Settings,
-        dicomweb: DicomWebClient,
-        storage: Storage,
-        publisher: Publisher,
+        ports: Ports,
         actions: Mapping[Action, ActionFunction],
         *,
-        last_attempt: int = LAST_ATTEMPT_DEFAULT,
         clock: Callable[[], float] = time.monotonic,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         settings.require_continuation_keys()
         self.progress = progress
         self.settings = settings
-        self.dicomweb = dicomweb
-        self.storage = storage
-        self.publisher = publisher
+        self.ports = ports
         self._actions = actions
-        self._last_attempt = last_attempt
         self._clock = clock
 
     def handle(self, message: Message) -> CompletionEvent | None:
@@ -145,16 +63,7 @@ class Worker:
             request_id_var.reset(token)
 
     def _run(self, request: SeriesRequest, message: Message, deadline: float) -> CompletionEvent | None:
-        job = Job(
-            request,
-            self.settings,
-            self.dicomweb,
-            self.storage,
-            self.publisher,
-            deadline,
-            self._clock,
-            self.progress,
-        )
+        job = Job(request, self.settings, self.ports, deadline, clock=self._clock, progress=self.progress)
         log.info(
             "request started",
             extra={
@@ -176,7 +85,7 @@ class Worker:
         except Exception as error:  # RetryableError, or a defect: a redelivery may succeed either way
             reason = str(error) if isinstance(error, RetryableError) else f"unexpected {type(error).__name__}"
             attempt = message.delivery_attempt
-            if attempt is not None and attempt >= self._last_attempt:
+            if attempt is not None and attempt >= self.settings.max_delivery_attempts:
                 log.error(
                     "failures on the last delivery attempt", extra={"attempt": attempt, "reason": reason}
                 )
@@ -208,6 +117,6 @@ class Worker:
         if topic is None:
             log.warning("COMPLETION_TOPIC is not set: the completion event is only logged")
         else:
-            self.publisher.publish(topic, event.data(), event.attributes())
+            self.ports.publisher.publish(topic, event.data(), event.attributes())
         log.info("completion event", extra={"status": event.status, "action": event.action or ""})
         return event

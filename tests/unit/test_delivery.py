@@ -6,6 +6,7 @@ is acknowledged has exactly one completion event.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -33,11 +34,13 @@ from tests.unit.fakes import (
     no_storage,
 )
 from worker import logs
-from worker.app import MAX_CONTINUATIONS, Job, Outcome, Worker
 from worker.continuation import KeyRing
+from worker.delivery import Worker
 from worker.errors import Code, PermanentError, RetryableError, WorkerError, invalid
 from worker.events import CompletionEvent
+from worker.job import MAX_CONTINUATIONS, Job, Outcome
 from worker.models import GcsLocation, SeriesRef
+from worker.ports import Ports
 from worker.pubsub import Publisher
 from worker.request import Action, Message, SeriesRequest, parse_request
 from worker.settings import Settings, SettingsError
@@ -82,7 +85,7 @@ def make_worker(
 ) -> Worker:
     act = action or FakeAction()
     actions = dict.fromkeys(Action, act)
-    return Worker(settings, no_dicomweb(), no_storage(), publisher, actions, **kwargs)
+    return Worker(settings, Ports(no_dicomweb(), no_storage(), publisher), actions, **kwargs)
 
 
 def only_event(publisher: FakePublisher) -> Published:
@@ -158,7 +161,9 @@ def test_the_action_gets_the_parsed_request_settings_and_deadline(publisher: Fak
 def test_only_the_requested_action_runs(publisher: FakePublisher) -> None:
     search, retrieve = FakeAction(), FakeAction()
     worker = Worker(
-        SETTINGS, no_dicomweb(), no_storage(), publisher, {Action.SEARCH: search, Action.RETRIEVE: retrieve}
+        SETTINGS,
+        Ports(no_dicomweb(), no_storage(), publisher),
+        {Action.SEARCH: search, Action.RETRIEVE: retrieve},
     )
 
     worker.handle(message({"action": "retrieve", "series": SERIES_PATH}))
@@ -250,7 +255,8 @@ def test_retryable_error_on_the_last_attempt_is_a_failed_event(
 
 
 def test_last_attempt_is_configurable(publisher: FakePublisher) -> None:
-    worker = make_worker(publisher, FakeAction(RetryableError("timeout")), last_attempt=2)
+    settings = dataclasses.replace(SETTINGS, max_delivery_attempts=2)
+    worker = make_worker(publisher, FakeAction(RetryableError("timeout")), settings)
 
     with pytest.raises(RetryableError):
         worker.handle(search_message(delivery_attempt=1))
@@ -654,7 +660,7 @@ def job(destination: str | None, settings: Settings) -> Job:
         "req-1",
         destination=GcsLocation.parse(destination) if destination else None,
     )
-    return Job(request, settings, no_dicomweb(), no_storage(), FakePublisher(), deadline=0.0)
+    return Job(request, settings, Ports(no_dicomweb(), no_storage(), FakePublisher()), deadline=0.0)
 
 
 def test_destination_from_the_request() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker import logs
-from worker.app import Worker
+from worker.delivery import Worker
 from worker.request import Message
 
 _worker: Worker | None = None
@@ -44,7 +44,7 @@ def get_worker() -> Worker:
     global _worker
     with _lock:
         if _worker is None:
-            from worker.runtime import build_worker
+            from worker.wiring import build_worker
 
             logs.configure()
             _worker = build_worker()

@@ -13,9 +13,11 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.unit.fakes import COMPLETION_TOPIC, SERIES_PATH, FakePublisher, no_dicomweb, no_storage
-from worker import entry, logs
-from worker.app import Job, Outcome, Worker
+from worker import cloud_event, logs
+from worker.delivery import Worker
 from worker.errors import RetryableError
+from worker.job import Job, Outcome
+from worker.ports import Ports
 from worker.request import Action, Message
 from worker.settings import Settings
 
@@ -42,7 +44,7 @@ def test_data_attributes_and_message_id_are_decoded() -> None:
         data, attributes={"action": "search", "origin": "test"}, publishTime="2024-01-01T00:00:00Z"
     )
 
-    assert entry.message_from_cloud_event(event, "event-id") == Message(
+    assert cloud_event.message_from_cloud_event(event, "event-id") == Message(
         data, {"action": "search", "origin": "test"}, "2070443601311540", None
     )
 
@@ -50,13 +52,13 @@ def test_data_attributes_and_message_id_are_decoded() -> None:
 def test_binary_data_is_kept_byte_exact() -> None:
     data = bytes(range(256))
 
-    assert entry.message_from_cloud_event(envelope(data), "event-id").data == data
+    assert cloud_event.message_from_cloud_event(envelope(data), "event-id").data == data
 
 
 def test_message_id_falls_back_to_the_event_id() -> None:
     event = {"message": {"data": b64(b"{}")}}
 
-    assert entry.message_from_cloud_event(event, "event-77").message_id == "event-77"
+    assert cloud_event.message_from_cloud_event(event, "event-77").message_id == "event-77"
 
 
 @pytest.mark.parametrize(
@@ -73,13 +75,13 @@ def test_message_id_falls_back_to_the_event_id() -> None:
     ids=["top-level", "in-message", "top-level-wins", "absent", "string", "bool", "float"],
 )
 def test_delivery_attempt(event: dict[str, Any], attempt: int | None) -> None:
-    assert entry.message_from_cloud_event(event, "e").delivery_attempt == attempt
+    assert cloud_event.message_from_cloud_event(event, "e").delivery_attempt == attempt
 
 
 def test_attribute_values_become_strings() -> None:
     event = envelope(b"{}", attributes={"n": 1, "flag": True})
 
-    assert entry.message_from_cloud_event(event, "e").attributes == {"n": "1", "flag": "True"}
+    assert cloud_event.message_from_cloud_event(event, "e").attributes == {"n": "1", "flag": "True"}
 
 
 @pytest.mark.parametrize(
@@ -95,14 +97,14 @@ def test_attribute_values_become_strings() -> None:
     ],
 )
 def test_malformed_envelopes_give_an_empty_message(event: object) -> None:
-    message = entry.message_from_cloud_event(event, "event-1")
+    message = cloud_event.message_from_cloud_event(event, "event-1")
 
     assert message == Message(b"", {}, "event-1", None)
 
 
 @pytest.mark.parametrize("data", ["not base64!", "YWJjZA", "eyJ9\n", "e30=e30="])
 def test_bad_base64_is_undecodable_data(data: str) -> None:
-    message = entry.message_from_cloud_event({"message": {"data": data, "messageId": "1"}}, "e")
+    message = cloud_event.message_from_cloud_event({"message": {"data": data, "messageId": "1"}}, "e")
 
     with pytest.raises(UnicodeDecodeError):
         message.data.decode("utf-8")
@@ -139,17 +141,17 @@ def action() -> Recorder:
 def worker(monkeypatch: pytest.MonkeyPatch, publisher: FakePublisher, action: Recorder) -> Worker:
     """The process's worker, replaced by one with fakes (get_worker builds nothing then)."""
     settings = Settings(completion_topic=COMPLETION_TOPIC)
-    fake = Worker(settings, no_dicomweb(), no_storage(), publisher, dict.fromkeys(Action, action))
-    monkeypatch.setattr(entry, "_worker", fake)
+    fake = Worker(settings, Ports(no_dicomweb(), no_storage(), publisher), dict.fromkeys(Action, action))
+    monkeypatch.setattr(cloud_event, "_worker", fake)
     return fake
 
 
 def test_get_worker_returns_the_one_worker(worker: Worker) -> None:
-    assert entry.get_worker() is worker
+    assert cloud_event.get_worker() is worker
 
 
 def test_bad_base64_is_a_failed_invalid_message_event(worker: Worker, publisher: FakePublisher) -> None:
-    entry.handle_cloud_event({"message": {"data": "%%%not base64%%%", "messageId": "31337"}}, "event-1")
+    cloud_event.handle_cloud_event({"message": {"data": "%%%not base64%%%", "messageId": "31337"}}, "event-1")
 
     (published,) = publisher.published
     assert published.attributes == {"requestId": "31337", "status": "failed", "errorCode": "invalid_message"}
@@ -159,7 +161,7 @@ def test_bad_base64_is_a_failed_invalid_message_event(worker: Worker, publisher:
 def test_handle_cloud_event_runs_the_request(
     worker: Worker, publisher: FakePublisher, action: Recorder
 ) -> None:
-    entry.handle_cloud_event(envelope(json.dumps(REQUEST).encode()), "event-1")
+    cloud_event.handle_cloud_event(envelope(json.dumps(REQUEST).encode()), "event-1")
 
     assert len(action.jobs) == 1
     (published,) = publisher.published
@@ -173,7 +175,7 @@ def test_handle_cloud_event_raises_to_retry(
     action.error = RetryableError("GET answered 503 after retries")
 
     with pytest.raises(RetryableError):
-        entry.handle_cloud_event(envelope(json.dumps(REQUEST).encode()), "event-1")
+        cloud_event.handle_cloud_event(envelope(json.dumps(REQUEST).encode()), "event-1")
     assert publisher.published == []
 
 
@@ -182,7 +184,9 @@ def test_last_delivery_attempt_from_the_envelope_ends_the_retries(
 ) -> None:
     action.error = RetryableError("GET answered 503 after retries")
 
-    entry.handle_cloud_event({**envelope(json.dumps(REQUEST).encode()), "deliveryAttempt": 5}, "event-1")
+    cloud_event.handle_cloud_event(
+        {**envelope(json.dumps(REQUEST).encode()), "deliveryAttempt": 5}, "event-1"
+    )
 
     (published,) = publisher.published
     assert published.attributes["errorCode"] == "retries_exhausted"
@@ -194,7 +198,7 @@ def test_trace_is_set_from_traceparent(
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-    entry.handle_cloud_event(envelope(json.dumps(REQUEST).encode()), "e", {"traceparent": traceparent})
+    cloud_event.handle_cloud_event(envelope(json.dumps(REQUEST).encode()), "e", {"traceparent": traceparent})
 
     assert action.traces == ["projects/my-project/traces/4bf92f3577b34da6a3ce929d0e0e4736"]
     assert logs.trace_var.get() is None
@@ -205,7 +209,9 @@ def test_no_trace_without_a_project(
 ) -> None:
     monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
 
-    entry.handle_cloud_event(envelope(json.dumps(REQUEST).encode()), "e", {"traceparent": "00-abc-def-01"})
+    cloud_event.handle_cloud_event(
+        envelope(json.dumps(REQUEST).encode()), "e", {"traceparent": "00-abc-def-01"}
+    )
 
     assert action.traces == [None]
 

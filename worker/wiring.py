@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ctypes
 
-from worker.app import ActionFunction, Worker
+from worker.delivery import Worker
 from worker.dicomweb import DicomWebClient, build_session
+from worker.job import ActionFunction
+from worker.ports import Ports
 from worker.pubsub import Publisher
 from worker.request import Action
 from worker.settings import Settings
@@ -50,11 +52,4 @@ def build_worker(settings: Settings | None = None) -> Worker:
     return_large_buffers_to_the_system()
     settings = settings or Settings.from_env()
     dicomweb = DicomWebClient(settings, build_session(settings), build_session(settings, delete=True))
-    return Worker(
-        settings,
-        dicomweb,
-        storage_client(settings),
-        Publisher(),
-        actions(),
-        last_attempt=settings.max_delivery_attempts,
-    )
+    return Worker(settings, Ports(dicomweb, storage_client(settings), Publisher()), actions())
