@@ -9,10 +9,8 @@ overwritten. So a redelivered or continued request finishes without duplicates, 
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,18 +20,18 @@ from google.api_core import retry as api_retry
 
 from worker.errors import Code, InstanceGone, ObjectExists, PermanentError, RetryableError, SourceGone
 from worker.job import HandedOn, Job, Outcome
+from worker.layout import MANIFEST_NAME, METADATA_NAME, SeriesFolder
 from worker.models import GcsLocation, Instance, StoredObject, is_uid
 from worker.multipart import content_type_params
 from worker.part10 import peek_identity
+from worker.pool import BoundedPool
 from worker.request import Mode
-from worker.search import find_instances, series_folder
+from worker.search import find_instances
 from worker.storage import SMALL_OBJECT_BYTES, crc32c_base64
 
 log = logging.getLogger(__name__)
 
 WRITER = "dicom-series-worker"
-MANIFEST_NAME = "manifest.json"  # not *.dcm: a `**.dcm` import of the prefix leaves it out
-METADATA_NAME = "metadata.json"
 INSTANCE_RETRY_SLACK_SECONDS = 30.0
 SERIES_BUFFER_BYTES = 32 * 1024 * 1024  # mode series: parts read ahead and waiting on their upload
 
@@ -69,7 +67,7 @@ class SeriesCopy:
         self.verify_sources = verify_sources  # archive: compare every existing object with the source
         self.destination = destination
         self.transfer_syntax = job.request.options.transfer_syntax
-        self.folder = destination.object_name(*series_folder(job.request.series))
+        self.folder = SeriesFolder(destination, job.request.series)
         self.present: dict[str, StoredObject] | None = None  # the series folder's objects, once listed
 
     @property
@@ -78,7 +76,7 @@ class SeriesCopy:
         return self.job.deadline + INSTANCE_RETRY_SLACK_SECONDS
 
     def object_name(self, sop_uid: str) -> str:
-        return f"{self.folder}/{sop_uid}.dcm"
+        return self.folder.instance(sop_uid)
 
     def metadata(self, instance: Instance, transfer_syntax: str | None) -> dict[str, str]:
         store = self.job.request.series.store
@@ -237,8 +235,7 @@ class SeriesCopy:
     def copy_all(self, instances: list[Instance]) -> dict[str, Copied] | HandedOn:
         # One listing of the series' folder instead of one metadata request per instance: a redelivery
         # or continuation of a large series skips what is done at almost no cost.
-        folder = GcsLocation(self.destination.bucket, self.folder)
-        self.present = {item.name: item for item in self.job.storage.list(folder)}
+        self.present = {item.name: item for item in self.job.storage.list(self.folder.location)}
         done: dict[str, Copied] = {}
         if self.job.request.options.mode is Mode.SERIES:
             try:
@@ -261,24 +258,13 @@ class SeriesCopy:
         larger one, or one of unknown length, streams into its upload inline.
         """
         wanted = {instance.sop_uid: instance for instance in instances}
-        concurrency = self.job.settings.concurrency
-        running: dict[Future[Copied], int] = {}  # upload -> the bytes it holds
 
-        def wait_for_room(size: int | None) -> None:
-            """Collect finished uploads until a part of `size` bytes may start (None: until all are done)."""
-            while running and (
-                size is None
-                or len(running) >= concurrency
-                or sum(running.values()) + size > SERIES_BUFFER_BYTES
-            ):
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    del running[future]
-                    copied = future.result()
-                    done[copied.sop_uid] = copied
-                    self.job.report(1, copied.size)
+        def record(copied: Copied) -> None:
+            done[copied.sop_uid] = copied
+            self.job.report(1, copied.size)
 
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as pool:
+        pool = BoundedPool(self.job.settings.concurrency, record, budget=SERIES_BUFFER_BYTES, name="upload")
+        with pool:
             try:
                 with self.job.dicomweb.retrieve_series(
                     self.job.request.series, self.transfer_syntax, deadline=self.exchange_deadline
@@ -292,28 +278,20 @@ class SeriesCopy:
                             continue  # added after the search, or not Part 10: the next search sees it
                         length = _content_length(part.headers)
                         if 0 <= length <= SMALL_OBJECT_BYTES:
-                            wait_for_room(length)
+                            pool.wait_for_room(length)  # before the part is read: the budget bounds memory
                             body = [b"".join(chunks)]
-                            context = contextvars.copy_context()
-                            upload = pool.submit(
-                                context.run, self._store_streamed, instance, part.headers, iter(body)
+                            pool.submit(
+                                self._store_streamed, instance, part.headers, iter(body), weight=length
                             )
-                            running[upload] = length
                         else:
-                            copied = done[instance.sop_uid] = self._store_streamed(
-                                instance, part.headers, chunks
-                            )
-                            self.job.report(1, copied.size)
-                wait_for_room(None)
+                            record(self._store_streamed(instance, part.headers, chunks))
+                pool.wait_all()
             except SourceGone:
                 # The search has just listed instances: some servers cannot retrieve the series whole
                 # (Orthanc splits a series whose instances name several patients). Go instance by instance.
                 raise RetryableError(
                     "RetrieveSeries answered 404 although the search listed instances"
                 ) from None
-            finally:
-                for future in running:
-                    future.cancel()
 
     def _store_streamed(
         self, instance: Instance, headers: Mapping[str, str], chunks: Iterator[bytes]
@@ -327,32 +305,21 @@ class SeriesCopy:
         """RetrieveInstance for each, CONCURRENCY at a time; stop starting new ones at the deadline."""
         if not pending:
             return None
-        queue = iter(pending)
-        running: set[Future[Copied]] = set()
         concurrency = self.job.settings.concurrency
-        started = 0
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="copy") as pool:
-            try:
-                while True:
-                    # Past the deadline no new instance starts, except a first batch: every delivery
-                    # makes progress, however long the search before it took.
-                    while len(running) < concurrency and (self.job.remaining() > 0 or started < concurrency):
-                        instance = next(queue, None)
-                        if instance is None:
-                            break
-                        started += 1
-                        context = contextvars.copy_context()
-                        running.add(pool.submit(context.run, self.copy_instance, instance))
-                    if not running:
-                        break
-                    finished, running = wait(running, return_when=FIRST_COMPLETED, timeout=1.0)
-                    for future in finished:
-                        copied = future.result()
-                        done[copied.sop_uid] = copied
-                        self.job.report(1, copied.size)
-            finally:
-                for future in running:
-                    future.cancel()
+
+        def record(copied: Copied) -> None:
+            done[copied.sop_uid] = copied
+            self.job.report(1, copied.size)
+
+        with BoundedPool(concurrency, record, name="copy") as pool:
+            for started, instance in enumerate(pending):
+                pool.wait_for_room()
+                # Past the deadline no new instance starts, except a first batch: every delivery makes
+                # progress, however long the search before it took.
+                if self.job.remaining() <= 0 and started >= concurrency:
+                    break
+                pool.submit(self.copy_instance, instance)
+            pool.wait_all()
         left = len(pending) - sum(1 for instance in pending if instance.sop_uid in done)
         if left:
             return self.job.hand_on("deadline")
@@ -385,7 +352,7 @@ def manifest(job: Job, copy: SeriesCopy, copied: list[Copied]) -> dict[str, Any]
         "sourceStore": store.name if store is not None else "dicomweb",
         "studyInstanceUID": job.request.series.study_uid,
         "seriesInstanceUID": job.request.series.series_uid,
-        "destination": copy.destination.uri(copy.folder),
+        "destination": copy.folder.uri,
         "requestedTransferSyntax": copy.transfer_syntax,
         "instanceCount": len(copied),
         "bytes": sum(item.size for item in copied),
@@ -397,7 +364,7 @@ def write_manifest(job: Job, copy: SeriesCopy, copied: list[Copied]) -> StoredOb
     """Write the manifest create-only; a manifest that differs from one already there is stored as the
     next version (`manifest.2.json`, ...), never over it."""
     body = manifest(job, copy, copied)
-    return job.storage.write_json(copy.destination.bucket, f"{copy.folder}/{MANIFEST_NAME}", body)
+    return job.storage.write_json(copy.folder.bucket, copy.folder.record(MANIFEST_NAME), body)
 
 
 def copy_series(job: Job) -> Outcome:
@@ -415,7 +382,7 @@ def copy_series(job: Job) -> Outcome:
     result: dict[str, Any] = {
         "instanceCount": len(copied),
         "bytes": sum(item.size for item in copied),
-        "destination": destination.uri(copy.folder),
+        "destination": copy.folder.uri,
         "manifestUri": stored.uri,
         "uploadedCount": sum(1 for item in copied if item.uploaded),
         "skippedCount": sum(1 for item in copied if not item.uploaded),
@@ -428,7 +395,7 @@ def copy_series(job: Job) -> Outcome:
 
 def _write_metadata(job: Job, copy: SeriesCopy) -> str | None:
     """The series' metadata, stored create-only once it parsed (a body cut short is never kept)."""
-    name = f"{copy.folder}/{METADATA_NAME}"
+    name = copy.folder.record(METADATA_NAME)
     try:
         body = job.dicomweb.metadata(job.request.series)
     except SourceGone:
@@ -465,7 +432,7 @@ def _retrieve_one(job: Job, sop_uid: str) -> Outcome:
     return {
         "instanceCount": 1,
         "bytes": copied.size,
-        "destination": copy.destination.uri(copy.folder),
+        "destination": copy.folder.uri,
         "objectUri": copy.destination.uri(copied.object_name),
         "uploadedCount": int(copied.uploaded),
         "skippedCount": int(not copied.uploaded),

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import Code, PermanentError, SourceGone
 from worker.job import Job, Outcome
-from worker.models import Instance, SeriesRef
+from worker.layout import INSTANCES_NAME, SeriesFolder
+from worker.models import Instance
 
 RECHECK_SECONDS = 1.0  # a count that disagrees with the series metrics is searched once more after this
+SETTLE_MARGIN_SECONDS = 5.0  # the settling after deletes ends this long before the deadline
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,21 @@ def find_instances(job: Job) -> list[Instance]:
     return listing.instances
 
 
-def series_folder(series: SeriesRef) -> tuple[str, str]:
-    """Object path components of a series, the layout of the Healthcare API's own export."""
-    return series.study_uid, series.series_uid
+def settled(job: Job, lagging: Callable[[Instance], bool]) -> Listing:
+    """The series after deletes. Search results can lag behind deletes (and behind the series metrics),
+    so while the search still lists an instance `lagging` says was deleted, or disagrees with the
+    metrics, search again with backoff, for at most SEARCH_SETTLE_SECONDS (never past the deadline)."""
+    settle = job.settings.search_settle_seconds
+    until = time.monotonic() + max(0.0, min(settle, job.remaining() - SETTLE_MARGIN_SECONDS))
+    delay = 0.25
+    while True:
+        listing = list_series(job)
+        if listing.consistent and not any(lagging(instance) for instance in listing.instances):
+            return listing
+        if time.monotonic() + delay > until:
+            return listing
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)
 
 
 def search(job: Job) -> Outcome:
@@ -81,10 +96,9 @@ def search(job: Job) -> Outcome:
             Code.RESULT_TOO_LARGE,
             f"{len(instances)} instances do not fit in an event and no destination is set to write them to",
         ) from None
-    name = destination.object_name(*series_folder(job.request.series), "instances.json")
     stored = job.storage.write_json(
         destination.bucket,
-        name,
+        SeriesFolder(destination, job.request.series).record(INSTANCES_NAME),
         {"series": job.request.series.source, "instanceCount": len(instances), "instances": listing},
     )
     result["instancesUri"] = stored.uri

@@ -17,7 +17,8 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def actions() -> dict[Action, ActionFunction]:
-    from worker.delete import archive, delete
+    from worker.archive import archive
+    from worker.delete import delete
     from worker.retrieve import retrieve
     from worker.search import search
 
