@@ -5,7 +5,7 @@
  * rewrites every bind() to the IPv4 any-address (0.0.0.0) into 127.0.0.1 and every bind() to the IPv6
  * any-address (::) into ::1, and passes every other bind() through unchanged.
  *
- * infra/local/stack.py compiles it at start time into the run directory (no binary is committed):
+ * infra/local/stack/orthanc.py compiles it at start time into the run directory (no binary is committed):
  *     gcc -shared -fPIC -O2 -o RUN_DIR/bind_loopback.so infra/local/bind_loopback.c -ldl
  * and starts the server with LD_PRELOAD=RUN_DIR/bind_loopback.so.
  */
