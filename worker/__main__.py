@@ -1,4 +1,4 @@
-"""`python -m worker`: the operator's command line (worker/cli.py)."""
+"""`python -m worker`: the operator's command line (worker/cli/); the function never imports it."""
 
 from worker.cli import main
 

@@ -11,7 +11,7 @@ import pytest
 
 from infra.local.dicom_factory import Series, make_series, stow
 from infra.local.stack import REPO_ROOT, Deployment, HealthcareEmulator, Stack, base_env, loopback_session
-from worker.cli import short_uid
+from worker.cli.table import short_uid
 
 pytestmark = pytest.mark.integration
 
