@@ -1,99 +1,36 @@
-"""The Healthcare API surface of the emulator: DICOMweb (QIDO-RS, WADO-RS, STOW-RS, delete) and operations."""
+"""The Healthcare API surface of the emulator: the handlers of DICOMweb (QIDO-RS, WADO-RS, STOW-RS, delete,
+metrics) and of operations. Media types are in ``negotiation``, QIDO-RS queries in ``qido``."""
 
 from __future__ import annotations
 
 import gc
-import json
 import random
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from email.message import Message
-from itertools import islice
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
-
-from pydicom.datadict import dictionary_VR
+from urllib.parse import urlsplit
 
 from .dicom import (
     ANY_TS,
     EXPLICIT_LE,
     IMPLICIT_LE,
-    RETRIEVABLE_TS,
     DicomError,
     JsonDict,
-    TranscodeError,
     can_transcode,
     parse_part10,
-    tag_key,
     transcode,
     transcode_message,
     with_bulk_uris,
-    without_bulk,
 )
-from .state import ApiError, EmulatorState, FaultRule, Instance, Store
-
-# ---- QIDO-RS limits (Healthcare API quotas page; defaults from Google's DICOM adapter and user reports)
-DEFAULT_LIMIT = {"study": 100, "series": 100, "instance": 1000}
-MAX_LIMIT = {"study": 5000, "series": 5000, "instance": 50000}
-MAX_OFFSET = 1_000_000
-TRUNCATED_WARNING = "The number of results exceeded the maximum, additional results can be requested"
-
-DICOM_JSON = "application/dicom+json"
-
-STATUS_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "UNIMPLEMENTED",
-    406: "FAILED_PRECONDITION",
-    408: "DEADLINE_EXCEEDED",
-    409: "ALREADY_EXISTS",
-    412: "FAILED_PRECONDITION",
-    415: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-
-
-# ---- attributes returned by default (DICOM PS3.18 Table 6.7.1-2 and what the worker relies on)
-def _tags(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-STUDY_DEFAULT = _tags(
-    "00080020 00080030 00080050 00080090 00100010 00100020 00100030 00100040 0020000D 00200010"
-)
-SERIES_DEFAULT = _tags("00080060 0008103E 0020000E 00200011 00400244 00400245")
-INSTANCE_DEFAULT = _tags("00080016 00080018 00200013 00280008 00280010 00280011 00280100")
-# Which attributes are "study level" / "series level" when includefield=all is asked above instance level.
-STUDY_LEVEL = frozenset(STUDY_DEFAULT + _tags("00081030 00080080 00201070 00321032 00321060"))
-SERIES_LEVEL = frozenset(
-    SERIES_DEFAULT + _tags("00080021 00080031 00080070 00081090 00180015 00185100 00200060")
-)
-SERIES_EXTRA = _tags("0020000D 00080020")  # always in series results
-INSTANCE_EXTRA = _tags("0020000D 0020000E 00080060 00080020")  # always in instance results
-# Searchable attributes by level (others answer 400).
-SEARCHABLE_STUDY = frozenset(
-    _tags(
-        "0020000D 00080020 00080030 00080050 00080090 00100010 00100020 00200010 00081030 00080061 00080060"
-    )
-)
-SEARCHABLE_SERIES = (SEARCHABLE_STUDY - {"00080061"}) | frozenset(
-    _tags("0020000E 00200011 0008103E 00400244")
-)
-SEARCHABLE_INSTANCE = SEARCHABLE_SERIES | frozenset(_tags("00080018 00080016 00200013"))
-SEARCHABLE = {"study": SEARCHABLE_STUDY, "series": SEARCHABLE_SERIES, "instance": SEARCHABLE_INSTANCE}
-QIDO_CONTROL = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
+from .errors import ApiError
+from .messages import Request, Response, error_response, json_response
+from .multipart import part_head, split_multipart
+from .negotiation import DICOM_JSON, check_json_accept, negotiate_retrieve, parse_media_type
+from .qido import TRUNCATED_WARNING, parse_qido, search
+from .records import Instance, Store
+from .state import EmulatorState
 
 STORE_PATH = re.compile(
     r"^/v1/(?P<dataset>projects/[^/]+/locations/[^/]+/datasets/[^/]+)/dicomStores/(?P<store>[^/]+)"
@@ -125,311 +62,6 @@ def gc_paused() -> Iterator[None]:
             _gc_state["pauses"] -= 1
             if _gc_state["pauses"] == 0 and _gc_state["was_enabled"]:
                 gc.enable()
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes | Iterable[bytes] = b""
-    content_type: str | None = None
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    length: int | None = None  # of an iterable body; None: sent with chunked transfer encoding
-
-
-@dataclass
-class Request:
-    method: str
-    path: str  # percent-decoded
-    query: str
-    headers: Message
-    body: bytes
-    base_url: str  # http://127.0.0.1:PORT
-    fault: FaultRule | None = None
-
-    @property
-    def accept(self) -> str | None:
-        return self.headers.get("Accept")
-
-
-def json_response(status: int, obj: Any, content_type: str = "application/json") -> Response:
-    return Response(status, json.dumps(obj, separators=(",", ":")).encode(), f"{content_type}; charset=utf-8")
-
-
-def error_response(err: ApiError) -> Response:
-    body = {
-        "error": {
-            "code": err.status,
-            "message": err.message,
-            "status": STATUS_NAMES.get(err.status, "UNKNOWN"),
-        }
-    }
-    resp = json_response(err.status, body)
-    resp.headers.extend(err.headers)
-    return resp
-
-
-# --------------------------------------------------------------------------------------------------
-# Media types
-
-
-@dataclass(frozen=True)
-class MediaRange:
-    type: str
-    params: dict[str, str]
-    q: float
-
-
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts, current, quoted, escaped = [], [], False, False
-    for char in text:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\" and quoted:
-            current.append(char)
-            escaped = True
-        elif char == '"':
-            current.append(char)
-            quoted = not quoted
-        elif char == sep and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
-def _unquote(value: str) -> str:
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", value[1:-1])
-    return value
-
-
-def parse_media_type(text: str) -> MediaRange:
-    pieces = _split_outside_quotes(text, ";")
-    params: dict[str, str] = {}
-    for piece in pieces[1:]:
-        name, _, value = piece.partition("=")
-        if name.strip():
-            params[name.strip().lower()] = _unquote(value)
-    try:
-        q = float(params.pop("q", "1"))
-    except ValueError:
-        q = 1.0
-    return MediaRange(pieces[0].strip().lower(), params, q)
-
-
-def parse_accept(header: str) -> list[MediaRange]:
-    ranges = [parse_media_type(item) for item in _split_outside_quotes(header, ",") if item.strip()]
-    return sorted(ranges, key=lambda r: -r.q)  # stable: equal weights keep the client's order
-
-
-def accepted_combinations(single_part: bool) -> list[str]:
-    out = [f'multipart/related; transfer-syntax={ts}; type="application/dicom"' for ts in RETRIEVABLE_TS]
-    if single_part:
-        out += [f"application/dicom; transfer-syntax={ts}" for ts in RETRIEVABLE_TS]
-    return out
-
-
-def negotiate_retrieve(accept: str | None, single_part: bool) -> tuple[bool, str]:
-    """(multipart?, transfer syntax) for a WADO-RS retrieve, as the Healthcare API negotiates it."""
-    if accept is None or not accept.strip():
-        return True, EXPLICIT_LE
-    for media in parse_accept(accept):
-        if media.q <= 0:
-            continue
-        ts = media.params.get("transfer-syntax", EXPLICIT_LE)
-        if media.type == "*/*":
-            return True, EXPLICIT_LE
-        if media.type == "multipart/related":
-            # type="application/dicom; transfer-syntax=X" (the whole type quoted) unquotes to a value with a
-            # ';' in it: not application/dicom, so not acceptable, as on the real service.
-            if media.params.get("type", "").strip().lower() == "application/dicom" and ts in RETRIEVABLE_TS:
-                return True, ts
-        elif media.type == "application/dicom" and single_part and ts in RETRIEVABLE_TS:
-            return False, ts
-    raise ApiError(
-        406,
-        f"no supported media type found in [{accept}], accept-header must include one of "
-        + ",".join(accepted_combinations(single_part)),
-    )
-
-
-def check_json_accept(accept: str | None) -> None:
-    if accept is None or not accept.strip():
-        return
-    ok = {"application/dicom+json", "application/json", "*/*", "application/*"}
-    if not any(media.type in ok and media.q > 0 for media in parse_accept(accept)):
-        raise ApiError(
-            406, f"no supported media type found in [{accept}], accept-header must include {DICOM_JSON}"
-        )
-
-
-# --------------------------------------------------------------------------------------------------
-# Multipart
-
-
-def split_multipart(body: bytes, boundary: str) -> list[tuple[dict[str, str], bytes]]:
-    delimiter = b"--" + boundary.encode("latin-1")
-    pos = body.find(delimiter)
-    if pos < 0:
-        raise ApiError(400, "multipart body has no boundary delimiter")
-    parts: list[tuple[dict[str, str], bytes]] = []
-    pos += len(delimiter)
-    while True:
-        if body[pos : pos + 2] == b"--":
-            return parts
-        line_end = body.find(b"\r\n", pos)
-        if line_end < 0:
-            raise ApiError(400, "multipart body ends inside a delimiter line")
-        start = line_end + 2
-        end = body.find(b"\r\n" + delimiter, start)
-        if end < 0:
-            raise ApiError(400, "multipart body has no closing delimiter")
-        chunk = body[start:end]
-        headers: dict[str, str] = {}
-        if chunk.startswith(b"\r\n"):
-            content = chunk[2:]
-        else:
-            head, sep, content = chunk.partition(b"\r\n\r\n")
-            if not sep:
-                raise ApiError(400, "multipart part has no blank line after its headers")
-            for line in head.decode("latin-1").split("\r\n"):
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        parts.append((headers, content))
-        pos = end + 2 + len(delimiter)
-
-
-# --------------------------------------------------------------------------------------------------
-# QIDO matching
-
-
-def _values(elem: JsonDict | None) -> list[str]:
-    if not elem:
-        return []
-    out = []
-    for value in elem.get("Value") or []:
-        if isinstance(value, dict):
-            value = value.get("Alphabetic", "")
-        out.append(str(value))
-    return out
-
-
-def _wildcard(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(regex, re.IGNORECASE if ignore_case else 0)
-
-
-def make_matcher(key: str, pattern: str) -> Callable[[list[str]], bool]:
-    vr = dictionary_VR(int(key, 16))
-    if pattern == "":
-        return lambda values: True
-    if vr == "UI":
-        wanted = {uid.strip() for uid in re.split(r"[,\\]", pattern) if uid.strip()}
-        return lambda values: any(v in wanted for v in values)
-    if vr in ("DA", "TM", "DT") and "-" in pattern:
-        low, _, high = pattern.partition("-")
-        return lambda values: any(
-            (not low or v >= low) and (not high or v[: len(high)] <= high) for v in values
-        )
-    ignore_case = vr == "PN"
-    if "*" in pattern or "?" in pattern:
-        regex = _wildcard(pattern, ignore_case)
-        return lambda values: any(regex.fullmatch(v) for v in values)
-    if vr == "IS":
-        return lambda values: any(v.strip() == pattern.strip().lstrip("+") for v in values)
-    if ignore_case:
-        return lambda values: any(v.lower() == pattern.lower() for v in values)
-    return lambda values: any(v == pattern for v in values)
-
-
-@dataclass
-class QidoQuery:
-    limit: int
-    offset: int
-    include_all: bool
-    includes: list[str]
-    filters: list[tuple[str, Callable[[list[str]], bool]]]
-    warnings: list[str]
-
-
-def parse_qido(query: str, level: str) -> QidoQuery:
-    params = parse_qs(query, keep_blank_values=True)
-    warnings: list[str] = []
-
-    def integer(name: str) -> int | None:
-        raw = params.get(name, [""])[-1].strip()
-        if raw == "":
-            return None
-        try:
-            return int(raw)
-        except ValueError:
-            raise ApiError(400, f"invalid QIDO-RS query parameter {name}={raw!r}: not an integer") from None
-
-    limit = integer("limit") or 0
-    if limit < 0:
-        raise ApiError(400, f"invalid QIDO-RS query parameter limit={limit}: must not be negative")
-    if limit == 0:
-        limit = DEFAULT_LIMIT[level]
-    if limit > MAX_LIMIT[level]:
-        warnings.append(f"The limit exceeds the maximum of {MAX_LIMIT[level]} and was reduced to it")
-        limit = MAX_LIMIT[level]
-    offset = integer("offset") or 0
-    if offset < 0 or offset > MAX_OFFSET:
-        raise ApiError(400, f"invalid QIDO-RS query parameter offset={offset}: must be in [0, {MAX_OFFSET}]")
-    include_all = False
-    includes: list[str] = []
-    for raw in params.get("includefield", []):
-        for name in raw.split(","):
-            if not name.strip():
-                continue
-            if name.strip().lower() == "all":
-                include_all = True
-                continue
-            key = tag_key(name)
-            if key is None:
-                raise ApiError(
-                    400, f"invalid QIDO-RS query parameter includefield={name!r}: unknown attribute"
-                )
-            includes.append(key)
-    filters = []
-    for name, values in params.items():
-        if name in QIDO_CONTROL:
-            continue
-        key = tag_key(name)
-        if key is None:
-            raise ApiError(400, f"invalid QIDO-RS query parameter {name!r}: unknown attribute")
-        if key not in SEARCHABLE[level]:
-            raise ApiError(
-                400, f"invalid QIDO-RS query parameter {name!r}: not searchable at the {level} level"
-            )
-        includes.append(key)
-        filters.append((key, make_matcher(key, values[-1])))
-    return QidoQuery(limit, offset, include_all, includes, filters, warnings)
-
-
-def _instance_keys(with_study: bool, with_series: bool) -> tuple[str, ...]:
-    keys = set(INSTANCE_DEFAULT + INSTANCE_EXTRA) | {"00081190"}
-    if with_study:
-        keys |= set(STUDY_DEFAULT)
-    if with_series:
-        keys |= set(SERIES_DEFAULT)
-    return tuple(sorted(keys))
-
-
-def _pick_from(inst: Instance, keys: Iterable[str], out: JsonDict) -> None:
-    for key in keys:
-        if key not in out and (elem := inst.element(key)) is not None:
-            out[key] = elem
-
-
-def _pick(attrs: JsonDict, keys: Iterable[str], out: JsonDict) -> None:
-    for key in keys:
-        if key in attrs and key not in out:
-            out[key] = attrs[key]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -535,27 +167,8 @@ class DicomWebApi:
     ) -> Response:
         check_json_accept(req.accept)
         query = parse_qido(req.query, level)
-        window = (query.offset, query.offset + query.limit + 1)
         with self.state.lock, gc_paused():
-            page: list[JsonDict]
-            if level == "study":
-                studies = list(islice(self._match_studies(store, query), *window))
-                more = len(studies) > query.limit
-                page = [self._study_record(root, query, *item) for item in studies[: query.limit]]
-            elif level == "series":
-                series_hits = list(islice(self._match_series(store, query, study), *window))
-                more = len(series_hits) > query.limit
-                page = [
-                    self._series_record(root, query, study is None, *item)
-                    for item in series_hits[: query.limit]
-                ]
-            else:
-                if self.state.config.qido_cap:  # a server that caps its results and ignores offset
-                    window = (0, min(self.state.config.qido_cap, query.limit + 1))
-                instances = list(islice(self._match_instances(store, query, study, series), *window))
-                more = len(instances) > query.limit
-                keys = _instance_keys(study is None, series is None)
-                page = [self._instance_record(root, query, keys, inst) for inst in instances[: query.limit]]
+            page, more = search(store, root, query, level, study, series, self.state.config.qido_cap)
         agent = urlsplit(req.base_url).netloc
         headers = [("Warning", f'299 {agent}: "{text}"') for text in query.warnings]
         if more:
@@ -566,126 +179,6 @@ class DicomWebApi:
             resp = json_response(200, page, DICOM_JSON)
         resp.headers.extend(headers)
         return resp
-
-    @staticmethod
-    def _passes(query: QidoQuery, get: Callable[[str], JsonDict | None]) -> bool:
-        return all(matcher(_values(get(key))) for key, matcher in query.filters)
-
-    @staticmethod
-    def _scope(store: Store, study: str | None) -> Iterable[tuple[str, dict[str, dict[str, Instance]]]]:
-        if study is None:
-            return store.studies.items()
-        return [(study, store.studies[study])] if study in store.studies else []
-
-    def _match_studies(
-        self, store: Store, query: QidoQuery
-    ) -> Iterator[tuple[str, dict[str, dict[str, Instance]], Instance, list[str]]]:
-        for study, series_map in store.studies.items():
-            reps = [next(iter(sops.values())) for sops in series_map.values() if sops]
-            if not reps:
-                continue
-            modalities = sorted({m for rep in reps for m in _values(rep.element("00080060"))})
-            modality_elem = {"vr": "CS", "Value": modalities}
-
-            def get(
-                key: str, rep: Instance = reps[0], modality_elem: JsonDict = modality_elem
-            ) -> JsonDict | None:
-                return modality_elem if key in ("00080060", "00080061") else rep.element(key)
-
-            if self._passes(query, get):
-                yield study, series_map, reps[0], modalities
-
-    def _study_record(
-        self,
-        root: str,
-        query: QidoQuery,
-        study: str,
-        series_map: dict[str, dict[str, Instance]],
-        rep: Instance,
-        modalities: list[str],
-    ) -> JsonDict:
-        out: JsonDict = {}
-        _pick_from(rep, STUDY_DEFAULT, out)
-        if modalities:
-            out["00080061"] = {"vr": "CS", "Value": modalities}
-        out["00201206"] = {"vr": "IS", "Value": [len(series_map)]}
-        out["00201208"] = {"vr": "IS", "Value": [sum(len(sops) for sops in series_map.values())]}
-        out["00081190"] = {"vr": "UR", "Value": [f"{root}/studies/{study}"]}
-        self._add_includes(out, rep, query, "study")
-        return dict(sorted(out.items()))
-
-    def _match_series(
-        self, store: Store, query: QidoQuery, only_study: str | None
-    ) -> Iterator[tuple[str, str, dict[str, Instance], Instance]]:
-        for study, series_map in self._scope(store, only_study):
-            for series, sops in series_map.items():
-                if sops:
-                    rep = next(iter(sops.values()))
-                    if self._passes(query, rep.element):
-                        yield study, series, sops, rep
-
-    def _series_record(
-        self,
-        root: str,
-        query: QidoQuery,
-        with_study: bool,
-        study: str,
-        series: str,
-        sops: dict[str, Instance],
-        rep: Instance,
-    ) -> JsonDict:
-        out: JsonDict = {}
-        _pick_from(rep, SERIES_DEFAULT + SERIES_EXTRA, out)
-        if with_study:
-            _pick_from(rep, STUDY_DEFAULT, out)
-        out["00201209"] = {"vr": "IS", "Value": [len(sops)]}
-        out["00081190"] = {"vr": "UR", "Value": [f"{root}/studies/{study}/series/{series}"]}
-        self._add_includes(out, rep, query, "series")
-        return dict(sorted(out.items()))
-
-    def _match_instances(
-        self, store: Store, query: QidoQuery, only_study: str | None, only_series: str | None
-    ) -> Iterator[Instance]:
-        for _, series_map in self._scope(store, only_study):
-            if only_series is None:
-                groups: Iterable[dict[str, Instance]] = series_map.values()
-            else:
-                groups = [series_map[only_series]] if only_series in series_map else []
-            for sops in groups:
-                if not query.filters:
-                    yield from sops.values()
-                    continue
-                for inst in sops.values():
-                    if self._passes(query, inst.element):
-                        yield inst
-
-    def _instance_record(
-        self, root: str, query: QidoQuery, keys: tuple[str, ...], inst: Instance
-    ) -> JsonDict:
-        out: JsonDict = {}
-        for key in keys:  # in tag order, so that the object needs no sorting
-            if key == "00081190":
-                url = f"{root}/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}"
-                out[key] = {"vr": "UR", "Value": [url]}
-            elif (elem := inst.element(key)) is not None:
-                out[key] = elem
-        if query.include_all or query.includes:
-            self._add_includes(out, inst, query, "instance")
-            return dict(sorted(out.items()))
-        return out
-
-    @staticmethod
-    def _add_includes(out: JsonDict, inst: Instance, query: QidoQuery, level: str) -> None:
-        if not (query.include_all or query.includes):
-            return
-        plain = without_bulk(inst.attrs())
-        if query.include_all:
-            if level == "instance":
-                _pick(plain, plain, out)
-            else:
-                levels = STUDY_LEVEL if level == "study" else STUDY_LEVEL | SERIES_LEVEL
-                _pick(plain, (k for k in plain if k in levels or k.startswith("0010")), out)
-        _pick(plain, query.includes, out)
 
     # ---- WADO-RS
 
@@ -747,7 +240,7 @@ class DicomWebApi:
             if size is None or length is None:
                 length = None
             else:
-                length += len(_part_head(boundary, part_ts, size)) + size + 2
+                length += len(part_head(boundary, part_ts, size)) + size + 2
         return Response(200, self._multipart(boundary, plans, closing), content_type, length=length)
 
     def _multipart(
@@ -759,10 +252,10 @@ class DicomWebApi:
         for part_ts, size, chunks in plans:
             if size is None:
                 data = b"".join(chunks())
-                yield _part_head(boundary, part_ts, len(data))
+                yield part_head(boundary, part_ts, len(data))
                 yield from self._counted(iter([data]), 1)
             else:
-                yield _part_head(boundary, part_ts, size)
+                yield part_head(boundary, part_ts, size)
                 yield from self._counted(chunks(), 1)
             yield b"\r\n"
         yield closing
@@ -893,19 +386,3 @@ class DicomWebApi:
                     "instanceCount": str(len(instances)),
                 },
             )
-
-
-def _part_head(boundary: str, ts: str, size: int) -> bytes:
-    head = f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={ts}\r\n"
-    return f"{head}Content-Length: {size}\r\n\r\n".encode()
-
-
-__all__ = [
-    "DicomWebApi",
-    "Request",
-    "Response",
-    "TranscodeError",
-    "error_response",
-    "json_response",
-    "negotiate_retrieve",
-]

@@ -18,9 +18,12 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .api import DicomWebApi, Request, Response, error_response, json_response
+from .api import DicomWebApi
+from .controls import Config
 from .dicom import parse_part10
-from .state import ApiError, Config, EmulatorState
+from .errors import ApiError
+from .messages import Request, Response, error_response, json_response
+from .state import EmulatorState
 
 
 class _Server(ThreadingHTTPServer):

@@ -1,270 +1,35 @@
-"""In-memory index, files, long-running operations, faults and the request log of the emulator."""
+"""What the emulator holds, thread-safe: the stores' index and files, long-running deletes, fault rules, the
+request log. The index's values are in ``records``, fault rules and the configuration in ``controls``."""
 
 from __future__ import annotations
 
-import base64
 import itertools
 import os
-import random
 import re
 import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .dicom import (
-    BIG_ENDIAN,
-    EXPLICIT_LE,
-    JsonDict,
-    ParsedInstance,
-    SeedTemplate,
-    derived_sop_uid,
-    file_chunks,
-    ui,
-)
+from .controls import Config, FaultRule
+from .dicom import BIG_ENDIAN, EXPLICIT_LE, JsonDict, ParsedInstance
+from .errors import ApiError
+from .records import Instance, Operation, Store
+from .seed import SeedTemplate, derived_sop_uid
 
 STORE_NAME_RE = re.compile(
     r"^(projects/[^/]+/locations/[^/]+/datasets/[^/]+)/dicomStores/[^/]+$",
 )
 DELETE_SERIES_METHOD = "google.cloud.healthcare.v1.dicomweb.studies.series.DeleteSeries"
 DELETE_STUDY_METHOD = "google.cloud.healthcare.v1.dicomweb.studies.DeleteStudy"
-OPERATION_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.OperationMetadata"
 SEED_HEADER_ALLOWANCE = 640  # about what a seeded instance's meta and attributes take
-
-
-class ApiError(Exception):
-    """An error answered with Google's JSON error shape."""
-
-    def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or []
 
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(slots=True)
-class Instance:
-    study: str
-    series: str
-    sop: str
-    sop_class: str
-    number: int | None
-    transfer_syntax: str
-    size: int
-    base_attrs: JsonDict  # shared between the instances of a seeded batch
-    path: Path | None = None
-    template: SeedTemplate | None = None
-
-    def attrs(self) -> JsonDict:
-        """All attributes as DICOM JSON (bulk data as markers, see dicom.with_bulk_uris)."""
-        if self.template is None:
-            return self.base_attrs
-        out = dict(self.base_attrs)
-        out["00080018"] = ui(self.sop)
-        out["00200013"] = {"vr": "IS", "Value": [self.number]}
-        return dict(sorted(out.items()))
-
-    def element(self, key: str) -> JsonDict | None:
-        """One attribute, without building them all."""
-        if self.template is not None:
-            if key == "00080018":
-                return ui(self.sop)
-            if key == "00200013":
-                return {"vr": "IS", "Value": [self.number]}
-        elem: JsonDict | None = self.base_attrs.get(key)
-        return elem
-
-    def chunks(self) -> Iterator[bytes]:
-        """The stored bytes, unchanged."""
-        if self.template is not None:
-            return self.template.stream(self.sop, self.number or 0)
-        assert self.path is not None
-        return file_chunks(str(self.path))
-
-    def read(self) -> bytes:
-        return b"".join(self.chunks())
-
-
-@dataclass
-class Store:
-    name: str
-    dataset: str
-    # study -> series -> sop -> instance, all in insertion order
-    studies: dict[str, dict[str, dict[str, Instance]]] = field(default_factory=dict)
-    sops: dict[str, Instance] = field(default_factory=dict)
-    # (study, series or None for a whole study) -> number of running delete operations
-    deleting: dict[tuple[str, str | None], int] = field(default_factory=dict)
-
-    def is_deleting(self, study: str, series: str) -> bool:
-        return bool(self.deleting.get((study, series)) or self.deleting.get((study, None)))
-
-    def series_instances(self, study: str, series: str) -> dict[str, Instance] | None:
-        return self.studies.get(study, {}).get(series)
-
-    def add(self, inst: Instance) -> None:
-        self.studies.setdefault(inst.study, {}).setdefault(inst.series, {})[inst.sop] = inst
-        self.sops[inst.sop] = inst
-
-    def remove(self, inst: Instance) -> None:
-        self.sops.pop(inst.sop, None)
-        series = self.studies.get(inst.study, {})
-        sops = series.get(inst.series)
-        if sops is not None:
-            sops.pop(inst.sop, None)
-            if not sops:
-                del series[inst.series]
-        if not series:
-            self.studies.pop(inst.study, None)
-
-
-@dataclass
-class Operation:
-    id: str
-    dataset: str
-    method: str
-    store: str
-    study: str
-    series: str | None
-    create_time: str
-    fail_with: JsonDict | None
-    done: bool = False
-    end_time: str | None = None
-    error: JsonDict | None = None
-    counter: dict[str, str] = field(default_factory=dict)
-    timer: threading.Timer | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.dataset}/operations/{self.id}"
-
-    def as_json(self, initial: bool = False) -> JsonDict:
-        metadata: JsonDict = {
-            "@type": OPERATION_TYPE,
-            "apiMethodName": self.method,
-            "createTime": self.create_time,
-            "counter": {} if initial else dict(self.counter),
-            "logsUrl": f"https://console.cloud.google.com/logs/query/emulator/operations/{self.id}",
-        }
-        out: JsonDict = {"name": self.name, "metadata": metadata}
-        if initial or not self.done:
-            return out
-        metadata["endTime"] = self.end_time
-        out["done"] = True
-        if self.error is not None:
-            out["error"] = self.error
-        else:
-            out["response"] = {}
-        return out
-
-
-FAULT_KEYS = frozenset(
-    {
-        "method",
-        "path",
-        "status",
-        "retryAfter",
-        "times",
-        "rate",
-        "seed",
-        "latency",
-        "dropAfterBytes",
-        "operationError",
-        "operationDelay",
-        "storeInstance",
-    }
-)
-
-
-@dataclass
-class FaultRule:
-    spec: JsonDict
-    method: str
-    path: re.Pattern[str]
-    status: int | None
-    retry_after: float | None
-    times: int | None
-    rate: float | None
-    latency: float
-    drop_after: int | None
-    operation_error: JsonDict | None
-    operation_delay: float | None
-    rng: random.Random
-    store_instance: tuple[str, bytes] | None = None  # (store, Part 10 bytes) stored when the rule fires
-    fired: int = 0
-
-    @classmethod
-    def parse(cls, spec: Any) -> FaultRule:
-        if not isinstance(spec, dict):
-            raise ApiError(400, "each fault rule must be a JSON object")
-        unknown = set(spec) - FAULT_KEYS
-        if unknown:
-            raise ApiError(400, f"unknown fault rule keys: {sorted(unknown)}; known: {sorted(FAULT_KEYS)}")
-        try:
-            pattern = re.compile(str(spec.get("path", "")))
-        except re.error as exc:
-            raise ApiError(400, f"bad path regex: {exc}") from exc
-        op_error = spec.get("operationError")
-        if op_error is not None and not (
-            isinstance(op_error, dict) and isinstance(op_error.get("code"), int)
-        ):
-            raise ApiError(400, 'operationError must look like {"code": 13, "message": "..."}')
-        store_instance = spec.get("storeInstance")
-        if store_instance is not None:
-            if not (
-                isinstance(store_instance, dict)
-                and isinstance(store_instance.get("store"), str)
-                and isinstance(store_instance.get("data"), str)
-            ):
-                raise ApiError(400, 'storeInstance must look like {"store": name, "data": base64 Part 10}')
-            try:
-                data = base64.b64decode(store_instance["data"], validate=True)
-            except ValueError as exc:
-                raise ApiError(400, "storeInstance.data is not base64") from exc
-            store_instance = (store_instance["store"], data)
-        try:
-            rule = cls(
-                spec=dict(spec),
-                method=str(spec.get("method", "*")).upper(),
-                path=pattern,
-                status=_opt(spec, "status", int),
-                retry_after=_opt(spec, "retryAfter", float),
-                times=_opt(spec, "times", int),
-                rate=_opt(spec, "rate", float),
-                latency=_opt(spec, "latency", float) or 0.0,
-                drop_after=_opt(spec, "dropAfterBytes", int),
-                operation_error=dict(op_error) if op_error else None,
-                operation_delay=_opt(spec, "operationDelay", float),
-                rng=random.Random(spec.get("seed")),
-                store_instance=store_instance,
-            )
-        except (TypeError, ValueError) as exc:
-            raise ApiError(400, f"bad fault rule {spec}: {exc}") from exc
-        if rule.status is not None and not 100 <= rule.status <= 599:
-            raise ApiError(400, "status must be an HTTP status code")
-        return rule
-
-    def fires(self, method: str, path: str) -> bool:
-        """Whether this rule faults this request (counts it when it does)."""
-        if self.method not in ("*", method) or not self.path.search(path):
-            return False
-        if self.times is not None and self.fired >= self.times:
-            return False
-        if self.rate is not None and self.rng.random() >= self.rate:
-            return False
-        self.fired += 1
-        return True
-
-    def as_json(self) -> JsonDict:
-        return {**self.spec, "fired": self.fired}
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -272,56 +37,6 @@ def _int_or_none(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _opt(spec: JsonDict, key: str, kind: type[int] | type[float]) -> Any:
-    value = spec.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{key} must be a number")
-    return kind(value)
-
-
-@dataclass
-class Config:
-    operation_delay: float = 0.5
-    absent_delete: str = "404"
-    boundary_quoting: str = "random"
-    qido_cap: int = 0  # > 0: instance searches return at most this many, whatever limit and offset say
-
-    def update(self, spec: Any) -> None:
-        if not isinstance(spec, dict):
-            raise ApiError(400, "config must be a JSON object")
-        unknown = set(spec) - {"operationDelay", "absentDelete", "boundaryQuoting", "qidoCap"}
-        if unknown:
-            raise ApiError(400, f"unknown config keys: {sorted(unknown)}")
-        if "operationDelay" in spec:
-            delay = spec["operationDelay"]
-            if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-                raise ApiError(400, "operationDelay must be a number of seconds >= 0")
-            self.operation_delay = float(delay)
-        if "absentDelete" in spec:
-            if str(spec["absentDelete"]) not in ("404", "operation"):
-                raise ApiError(400, 'absentDelete must be "404" or "operation"')
-            self.absent_delete = str(spec["absentDelete"])
-        if "qidoCap" in spec:
-            cap = spec["qidoCap"]
-            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-                raise ApiError(400, "qidoCap must be an integer >= 0 (0: no cap)")
-            self.qido_cap = cap
-        if "boundaryQuoting" in spec:
-            if spec["boundaryQuoting"] not in ("quoted", "unquoted", "random"):
-                raise ApiError(400, 'boundaryQuoting must be "quoted", "unquoted" or "random"')
-            self.boundary_quoting = str(spec["boundaryQuoting"])
-
-    def as_json(self) -> JsonDict:
-        return {
-            "operationDelay": self.operation_delay,
-            "absentDelete": self.absent_delete,
-            "boundaryQuoting": self.boundary_quoting,
-            "qidoCap": self.qido_cap,
-        }
 
 
 class EmulatorState:
