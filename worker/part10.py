@@ -28,10 +28,6 @@ _SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
 _MAX_DEPTH = 16  # nested undefined-length sequences skipped before giving up
 
 
-class NotPart10Error(ValueError):
-    """The bytes do not start with a DICOM Part 10 file meta header."""
-
-
 class _Malformed(Exception):
     """The bytes are not well-formed elements (or end too soon): this source names nothing."""
 
@@ -105,22 +101,6 @@ def peek_identity(chunks: Iterator[bytes]) -> tuple[PartIdentity, Iterator[bytes
     window = head[0] if len(head) == 1 else b"".join(head)
     identity = _identify(memoryview(window)[:MAX_META_BYTES])
     return identity, _chain(head, chunks)
-
-
-def peek_file_meta(chunks: Iterator[bytes]) -> tuple[FileMeta | None, Iterator[bytes]]:
-    """The file meta group of a streamed instance (None when there is none) and the unchanged stream."""
-    identity, stream = peek_identity(chunks)
-    return identity.meta, stream
-
-
-def parse_file_meta(data: bytes) -> FileMeta:
-    """Parse the file meta group from the start of a Part 10 file (raises NotPart10Error)."""
-    if data[PREAMBLE : PREAMBLE + len(MAGIC)] != MAGIC:
-        raise NotPart10Error("no DICM prefix")
-    try:
-        return _read_meta(memoryview(data), PREAMBLE + len(MAGIC))[0]
-    except _Malformed:
-        raise NotPart10Error("file meta header is cut short or malformed") from None
 
 
 def _identify(data: memoryview) -> PartIdentity:

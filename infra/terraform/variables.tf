@@ -98,6 +98,8 @@ variable "source_excludes" {
     "**/__pycache__",
     "**/*.pyc",
     "**/.terraform",
+    "worker/cli",
+    "worker/__main__.py",
     "**/*.tfstate*",
   ]
 }

@@ -20,14 +20,23 @@ from worker.part10 import (
     MAX_META_BYTES,
     PREAMBLE,
     FileMeta,
-    NotPart10Error,
     PartIdentity,
-    parse_file_meta,
-    peek_file_meta,
     peek_identity,
 )
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+
+
+def meta_of(data: bytes) -> FileMeta | None:
+    """The file meta group that peek_identity reads from the start of a file."""
+    return peek_identity(iter([data]))[0].meta
+
+
+def peek_meta(chunks: Iterator[bytes]) -> tuple[FileMeta | None, Iterator[bytes]]:
+    identity, stream = peek_identity(chunks)
+    return identity.meta, stream
+
+
 PART10_FILES = sorted(
     path for path in TEST_FILES.rglob("*") if path.is_file() and path.read_bytes()[128:132] == b"DICM"
 )
@@ -92,7 +101,7 @@ def part10_without_group_length(sop: bytes, dataset_bytes: int) -> bytes:
     return b"\x00" * 128 + b"DICM" + meta + dataset
 
 
-# -- parse_file_meta ------------------------------------------------------------------------------
+# -- the file meta group ------------------------------------------------------------------------------
 
 
 def test_every_bundled_part10_file_is_found() -> None:
@@ -101,23 +110,24 @@ def test_every_bundled_part10_file_is_found() -> None:
 
 
 @pytest.mark.parametrize("path", PART10_FILES, ids=lambda p: p.relative_to(TEST_FILES).as_posix())
-def test_parse_file_meta_agrees_with_pydicom(path: Path) -> None:
-    assert parse_file_meta(path.read_bytes()) == pydicom_meta(path)
+def test_meta_agrees_with_pydicom(path: Path) -> None:
+    assert meta_of(path.read_bytes()) == pydicom_meta(path)
 
 
 def test_ct_small_values() -> None:
-    meta = parse_file_meta(bundled("CT_small.dcm").read_bytes())
+    meta = meta_of(bundled("CT_small.dcm").read_bytes())
+    assert meta is not None
 
     assert meta.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
     assert meta.transfer_syntax_uid == "1.2.840.10008.1.2.1"
     assert meta.sop_instance_uid == "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
 
 
-def test_parse_file_meta_needs_only_the_header() -> None:
+def test_meta_needs_only_the_header() -> None:
     data = bundled("MR_small.dcm").read_bytes()
     (group_length,) = struct.unpack_from("<I", data, 140)
 
-    assert parse_file_meta(data[: 144 + group_length]) == pydicom_meta(bundled("MR_small.dcm"))
+    assert meta_of(data[: 144 + group_length]) == pydicom_meta(bundled("MR_small.dcm"))
 
 
 @pytest.mark.parametrize(
@@ -125,27 +135,25 @@ def test_parse_file_meta_needs_only_the_header() -> None:
     [b"", b"DICM", b"\x00" * 128 + b"DICX" + b"\x00" * 100, b"\x00" * 132],
     ids=["empty", "short", "magic", "zeros"],
 )
-def test_parse_file_meta_refuses_non_part10(data: bytes) -> None:
-    with pytest.raises(NotPart10Error, match="no DICM prefix"):
-        parse_file_meta(data)
+def test_bytes_that_are_not_part10_name_no_instance(data: bytes) -> None:
+    assert peek_identity(iter([data]))[0].sop_instance_uid is None
 
 
-def test_parse_file_meta_refuses_a_cut_header() -> None:
+def test_a_cut_header_names_no_instance() -> None:
     data = bundled("CT_small.dcm").read_bytes()
 
-    with pytest.raises(NotPart10Error, match="cut short"):
-        parse_file_meta(data[:200])
+    assert peek_identity(iter([data[:200]]))[0].sop_instance_uid is None
 
 
-def test_parse_file_meta_without_group_length() -> None:
+def test_meta_without_group_length() -> None:
     sop = b"1.2.826.0.1.3680043.8.498.1"
 
-    meta = parse_file_meta(part10_without_group_length(sop, 100))
+    meta = meta_of(part10_without_group_length(sop, 100))
 
     assert meta == FileMeta("1.2.840.10008.5.1.4.1.1.7", sop.decode(), "1.2.840.10008.1.2.1")
 
 
-# -- peek_file_meta -------------------------------------------------------------------------------
+# -- the meta group of a stream -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("size", CHUNK_SIZES)
@@ -154,7 +162,7 @@ def test_peek_returns_the_meta_and_the_unchanged_stream(name: str, size: int) ->
     path = bundled(name)
     data = path.read_bytes()
 
-    meta, stream = peek_file_meta(chunked(data, size))
+    meta, stream = peek_meta(chunked(data, size))
 
     assert meta == pydicom_meta(path)
     assert b"".join(stream) == data
@@ -173,7 +181,7 @@ def test_peek_returns_the_meta_and_the_unchanged_stream(name: str, size: int) ->
     ids=["empty", "short", "text", "wrong-magic", "no-meta"],
 )
 def test_non_part10_bytes_give_none_and_the_unchanged_stream(data: bytes, size: int) -> None:
-    meta, stream = peek_file_meta(chunked(data, size))
+    meta, stream = peek_meta(chunked(data, size))
 
     assert meta is None
     assert b"".join(stream) == data
@@ -183,7 +191,7 @@ def test_non_part10_bytes_give_none_and_the_unchanged_stream(data: bytes, size: 
 def test_peek_of_a_cut_header_gives_none_and_the_unchanged_stream(size: int) -> None:
     data = bundled("CT_small.dcm").read_bytes()[:300]
 
-    meta, stream = peek_file_meta(chunked(data, size))
+    meta, stream = peek_meta(chunked(data, size))
 
     assert meta is None
     assert b"".join(stream) == data
@@ -195,7 +203,7 @@ def test_peek_without_group_length(size: int, dataset_bytes: int) -> None:
     sop = b"1.2.826.0.1.3680043.8.498.2"
     data = part10_without_group_length(sop, dataset_bytes)
 
-    meta, stream = peek_file_meta(chunked(data, size))
+    meta, stream = peek_meta(chunked(data, size))
 
     assert meta is not None
     assert meta.sop_instance_uid == sop.decode()
@@ -302,10 +310,10 @@ def test_zero_group_length_names_the_instance_inside(with_meta_elements: bool) -
     assert identity.meta is not None
 
 
-def test_peek_file_meta_reads_the_whole_group_whatever_its_group_length() -> None:
+def test_peek_meta_reads_the_whole_group_whatever_its_group_length() -> None:
     data = part10(meta_group(OTHER, EXPLICIT_LE_UID, group_length=0), dataset(OTHER))
 
-    meta, stream = peek_file_meta(iter([data]))
+    meta, stream = peek_meta(iter([data]))
 
     assert meta == FileMeta(CT_IMAGE, OTHER, EXPLICIT_LE_UID)
     assert b"".join(stream) == data
