@@ -24,7 +24,7 @@ Documented facts it implements (see shared/reference/healthcare-dicomweb.md):
 - Series and study delete return a long-running Operation (apiMethodName, createTime, counter, logsUrl) that
   is ``done`` after the operation delay, with ``response`` or ``error``; instances vanish at completion;
   storing into a series while its delete runs answers 409; instance delete is synchronous with ``{}``.
-- ``:getSeriesMetrics`` / ``:getStudyMetrics`` with int64 fields as strings.
+- ``:getSeriesMetrics`` (what the worker calls) with int64 fields as strings.
 
 Choices where the real behaviour is unconfirmed or not needed (change them here, not in clients):
 - A limit above the maximum is clamped to it, with ``Warning: 299 host: "The limit exceeds the maximum

@@ -1,5 +1,5 @@
 """The Healthcare API surface of the emulator: the handlers of DICOMweb (QIDO-RS, WADO-RS, STOW-RS, delete,
-metrics) and of operations. Media types are in ``negotiation``, QIDO-RS queries in ``qido``."""
+series metrics) and of operations. Media types are in ``negotiation``, QIDO-RS queries in ``qido``."""
 
 from __future__ import annotations
 
@@ -105,9 +105,6 @@ class DicomWebApi:
             raise ApiError(404, f"no DICOMweb resource at {req.path}")
         study = seg[1]
         if n == 2:
-            if study.endswith(":getStudyMetrics"):
-                self._allow(req, "GET")
-                return self.study_metrics(store, study.removesuffix(":getStudyMetrics"))
             if req.method == "POST":
                 return self.stow(req, store, root, study)
             if req.method == "DELETE":
@@ -367,22 +364,5 @@ class DicomWebApi:
                     "structuredStorageSizeBytes": str(sum(64 * len(i.base_attrs) for i in sops.values())),
                     "blobStorageSizeBytes": str(sum(i.size for i in sops.values())),
                     "instanceCount": str(len(sops)),
-                },
-            )
-
-    def study_metrics(self, store: Store, study: str) -> Response:
-        with self.state.lock:
-            series_map = store.studies.get(study)
-            if series_map is None:
-                raise ApiError(404, f"study {study} not found")
-            instances = [i for sops in series_map.values() for i in sops.values()]
-            return json_response(
-                200,
-                {
-                    "study": f"{store.name}/dicomWeb/studies/{study}",
-                    "structuredStorageSizeBytes": str(sum(64 * len(i.base_attrs) for i in instances)),
-                    "blobStorageSizeBytes": str(sum(i.size for i in instances)),
-                    "seriesCount": str(len(series_map)),
-                    "instanceCount": str(len(instances)),
                 },
             )
