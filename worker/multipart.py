@@ -27,14 +27,12 @@ Not thread-safe: one consumer reads the parts, in order.
 
 from __future__ import annotations
 
-import io
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    pass
 
 __all__ = [
     "MAX_TRANSPORT_PADDING",
@@ -42,7 +40,6 @@ __all__ = [
     "MultipartError",
     "MultipartTruncatedError",
     "Part",
-    "PartReader",
     "boundary_from_content_type",
     "content_type_params",
     "iter_parts",
@@ -167,9 +164,9 @@ class Headers(Mapping[str, str]):
 class Part:
     """One body part. Its body is streamed from the shared input and can be read once, in order.
 
-    Use :meth:`iter_chunks`, :meth:`read` or :meth:`reader` (a file object for uploads); they share one
-    position and can be mixed. Asking the part iterator for the next part first discards what is left of
-    this one; reading this part afterwards raises MultipartError (unless it had been read to the end).
+    Read it with :meth:`iter_chunks`. Asking the part iterator for the next part first discards what is
+    left of this one; reading this part afterwards raises MultipartError (unless it had been read to the
+    end).
     """
 
     __slots__ = (
@@ -237,24 +234,6 @@ class Part:
         while (chunk := self._take(1 << 62)) is not None:
             yield chunk
 
-    def read(self, size: int | None = -1) -> bytes:
-        """Read ``size`` bytes; fewer only at the end of the body. ``size`` < 0 or None reads all of it."""
-        if size is None or size < 0:
-            return b"".join(self.iter_chunks())
-        pieces: list[bytes] = []
-        need = size
-        while need > 0:
-            chunk = self._take(need)
-            if chunk is None:
-                break
-            pieces.append(chunk)
-            need -= len(chunk)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-    def reader(self) -> PartReader:
-        """A read-only file object over the (remaining) body, e.g. for ``blob.upload_from_file``."""
-        return PartReader(self)
-
     def _discard_rest(self) -> None:
         """Drain the body (the parser needs to reach the next delimiter); mark the part if data was lost."""
         if self._done or self._discarded:
@@ -265,85 +244,6 @@ class Part:
             self._pend, self._pend_off = b"", 0
             lost = True
         self._discarded = lost
-
-
-class PartReader(io.RawIOBase):
-    """A non-seekable, read-only binary file over a part's body.
-
-    ``read(n)`` returns exactly ``n`` bytes except at the end of the body (what
-    google-cloud-storage's resumable upload expects: a short read means end of stream). ``tell()`` counts
-    the bytes read, and ``seek()`` can rewind within the bytes returned by the latest ``read()``, which
-    is what a resumable upload does to resend its last chunk after an error; any other seek raises.
-    """
-
-    def __init__(self, part: Part) -> None:
-        super().__init__()
-        self._part = part
-        self._pos = 0
-        self._last = b""  # bytes returned by the latest read(), for seek() back into them
-        self._last_start = 0
-        self._replay = b""  # bytes to return again after a seek() back
-        self._replay_off = 0
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        self._check_open()
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
-        self._check_open()
-        if whence == os.SEEK_CUR:
-            offset += self._pos
-        elif whence != os.SEEK_SET:
-            raise io.UnsupportedOperation("PartReader can only seek relative to the start or the position")
-        last_end = self._last_start + len(self._last)
-        if not self._last_start <= offset <= last_end or offset > self._pos:
-            raise io.UnsupportedOperation(
-                f"PartReader can only seek back within the latest read ({self._last_start}-{self._pos}), "
-                f"not to {offset}"
-            )
-        if offset != self._pos:  # replay from there: the latest read's tail, then what was not replayed yet
-            self._replay = self._last[offset - self._last_start :] + self._replay[self._replay_off :]
-            self._replay_off = 0
-            self._pos = offset
-        return self._pos
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        self._check_open()
-        if size is None or size < 0:
-            size = 1 << 62
-        data = b""
-        if self._replay_off < len(self._replay):
-            end = min(len(self._replay), self._replay_off + size)
-            data = self._replay[self._replay_off : end]
-            self._replay_off = end
-            if len(data) < size:
-                data += self._part.read(size - len(data))
-        elif size >= 1 << 62:
-            data = self._part.read(-1)
-        else:
-            data = self._part.read(size)
-        self._last, self._last_start = data, self._pos
-        self._pos += len(data)
-        return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
 
 # -------------------------------------------------------------------------------------------------- Parser

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import random
 import re
-import shutil
 import string
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ from worker.multipart import (
     MultipartError,
     MultipartTruncatedError,
     Part,
-    PartReader,
     boundary_from_content_type,
     content_type_params,
     iter_parts,
@@ -30,6 +27,11 @@ from worker.multipart import (
 B = "simple-boundary"
 BB = B.encode()
 Parsed = list[tuple[dict[str, str], bytes]]
+
+
+def read_all(part: Part) -> bytes:
+    return b"".join(part.iter_chunks())
+
 
 # ----------------------------------------------------------------------------------------------- helpers
 
@@ -258,9 +260,9 @@ def test_mixed_content_length_and_metadata() -> None:
     non_str: object = 5
     assert non_str not in second.headers
     assert list(second.headers) == ["content-type"] and len(second.headers) == 1
-    assert second.read() == b"world"
+    assert read_all(second) == b"world"
     with pytest.raises(MultipartError, match="discarded"):
-        first.read()
+        read_all(first)
     assert next(parts, None) is None
 
 
@@ -583,7 +585,7 @@ def test_truncated_body_raises_from_the_part_after_its_data() -> None:
         next(chunks)
     # the error sticks: no later read or next() makes the body look complete
     with pytest.raises(MultipartTruncatedError):
-        part.read()
+        read_all(part)
     with pytest.raises(MultipartTruncatedError):
         next(parts)
     with pytest.raises(MultipartTruncatedError):
@@ -596,9 +598,10 @@ def test_truncated_content_length_part() -> None:
         with pytest.raises(MultipartTruncatedError):
             consume([message[:cut]], "b")
     part = next(iter_parts([message[:-7]], "b"))  # all of the body, no delimiter after it
-    assert part.read(10) == b"0123456789"
+    chunks = part.iter_chunks()
+    assert next(chunks) == b"0123456789"
     with pytest.raises(MultipartTruncatedError):
-        part.read(1)
+        next(chunks)
 
 
 @pytest.mark.parametrize(
@@ -683,127 +686,25 @@ def test_unread_and_partly_read_parts_are_drained(content_length: bool) -> None:
     p0 = next(parts)  # not read at all
     p1 = next(parts)
     assert p1.headers["n"] == "1"
-    assert p1.read(10) == b"B" * 10  # partly read
+    assert set(next(p1.iter_chunks())) == {ord("B")}  # partly read: one input chunk of it
     p2 = next(parts)
-    assert p2.read() == b"C" * 10  # read to the end
+    assert read_all(p2) == b"C" * 10  # read to the end
     p3 = next(parts)
-    assert p3.read(3) == b"DDD"
+    assert next(p3.iter_chunks()).startswith(b"D")
     with pytest.raises(StopIteration):
         next(parts)  # drains p3 even though there is no next part
-    for stale in (p0, p1, p3):
-        with pytest.raises(MultipartError, match="discarded"):
-            stale.read(1)
+    for stale in (p0, p1):
         with pytest.raises(MultipartError, match="discarded"):
             list(stale.iter_chunks())
-    assert p2.read() == b"" and list(p2.iter_chunks()) == []
+    assert list(p2.iter_chunks()) == []
 
 
 def test_drained_part_errors_still_raise() -> None:
     parts = iter_parts([b"--b\r\nContent-Length: 3\r\n\r\nabcdef\r\n--b--"], "b")
     part = next(parts)
-    assert part.read(2) == b"ab"
+    assert next(part.iter_chunks()) == b"abc"
     with pytest.raises(MultipartError, match="Content-Length"):
         next(parts)
-
-
-# ----------------------------------------------------------------------------------------- read / reader
-
-
-@pytest.mark.parametrize("content_length", [False, True])
-@pytest.mark.parametrize("n", [0, 1, 3, 100, 4096, 100_000])
-def test_part_read_sizes(content_length: bool, n: int) -> None:
-    body = random.Random(n).randbytes(30_000)
-    message = build([([], body), ([], b"next")], content_length=content_length)
-    parts = iter_parts(chunked(message, 1000), B)
-    part = next(parts)
-    got: list[bytes] = []
-    while n and (data := part.read(n)):
-        got.append(data)
-    if not n:
-        assert part.read(0) == b""
-        got.append(part.read())
-    assert b"".join(got) == body
-    assert all(len(data) == n for data in got[:-1]) if n else True  # short only at the end
-    assert part.read(5) == b"" and part.read() == b""
-    assert next(parts).read() == b"next"
-
-
-@pytest.mark.parametrize("n", [1, 2, 7, 8192, 1 << 20, -1])
-def test_part_reader_read(n: int) -> None:
-    body = random.Random(7).randbytes(50_000) + b"\r\n--simple-boundar"
-    part = next(iter_parts(chunked(build([([], body)]), 3000), B))
-    with part.reader() as reader:
-        assert reader.readable() and not reader.seekable() and not reader.writable()
-        got: list[bytes] = []
-        position = 0
-        while data := reader.read(n):
-            got.append(data)
-            position += len(data)
-            assert reader.tell() == position
-            assert len(data) == n or reader.read(1) == b""
-        assert b"".join(got) == body
-    with pytest.raises(ValueError, match="closed"):
-        reader.read(1)
-
-
-def test_part_reader_readinto_and_copyfileobj() -> None:
-    body = random.Random(8).randbytes(70_000)
-    message = build([([], body), ([], body[::-1])])
-    parts = iter_parts(chunked(message, 999), B)
-    reader = PartReader(next(parts))
-    buf = bytearray(12_345)
-    assert reader.readinto(buf) == len(buf) and bytes(buf) == body[: len(buf)]
-    assert reader.readinto(memoryview(buf)[:10]) == 10 and bytes(buf[:10]) == body[12_345:12_355]
-    out = io.BytesIO()
-    shutil.copyfileobj(reader, out, 4096)
-    assert out.getvalue() == body[12_355:]
-    assert reader.readinto(buf) == 0
-    buffered = io.BufferedReader(next(parts).reader(), buffer_size=4096)
-    assert buffered.read(3) == body[::-1][:3] and buffered.read() == body[::-1][3:]
-
-
-def test_part_reader_seek_back_within_the_last_read() -> None:
-    body = bytes(range(256)) * 100
-    reader = next(iter_parts(chunked(build([([], body)]), 500), B)).reader()
-    assert reader.tell() == 0 and reader.seek(0) == 0
-    assert reader.read(1000) == body[:1000]
-    assert reader.seek(400) == 400 and reader.tell() == 400
-    assert reader.read(1000) == body[400:1400]  # replays 600 bytes then reads on
-    assert reader.seek(-100, io.SEEK_CUR) == 1300
-    assert reader.read(50) == body[1300:1350] and reader.read(60) == body[1350:1410]
-    for where, whence in ((1349, io.SEEK_SET), (1411, io.SEEK_SET), (0, io.SEEK_SET), (0, io.SEEK_END)):
-        with pytest.raises(io.UnsupportedOperation):
-            reader.seek(where, whence)
-    assert reader.tell() == 1410
-    assert reader.read(1000) == body[1410:2410]
-    assert reader.seek(1500) == 1500 and reader.read(100) == body[1500:1600]
-    assert reader.seek(1550) == 1550  # back again before the first replay is used up
-    assert reader.read(1000) == body[1550:2550]
-    assert reader.read() == body[2550:] and reader.tell() == len(body)
-
-
-def test_part_reader_with_resumable_upload_chunking() -> None:
-    """google-cloud-storage's resumable upload: tell() == 0 at the start, read(chunk_size) and a short read
-    means the end, seek(bytes_uploaded) to resend the tail of a chunk after an error."""
-    upload = pytest.importorskip("google.cloud.storage._media._upload")
-    get_next_chunk: Callable[[object, int, int | None], tuple[int, bytes, str]] = upload.get_next_chunk
-    body = random.Random(9).randbytes(1_000_000)
-    reader = next(iter_parts(chunked(build([([], body)]), 65536), B)).reader()
-    uploaded = bytearray()
-    first_failure = True
-    while True:
-        start, payload, content_range = get_next_chunk(reader, 256 * 1024, None)
-        assert start == len(uploaded)
-        if first_failure and start:  # the server kept only part of this chunk: rewind to what it has
-            first_failure = False
-            uploaded += payload[:1000]
-            reader.seek(len(uploaded))
-            continue
-        uploaded += payload
-        if len(payload) < 256 * 1024:
-            assert content_range.endswith(f"/{len(body)}")
-            break
-    assert bytes(uploaded) == body
 
 
 # --------------------------------------------------------------------------------------------- DICOM data
@@ -832,14 +733,8 @@ def test_dicom_round_trip(dicom_files: list[bytes], content_length: bool) -> Non
     want = expected(parts, content_length)
     for size in (1, 7, 1000, 4096, 65536, None):
         assert split(chunked(message, size), "DICOMwebBoundary") == want
-    for n in (1, 13, 4096, 1 << 20, -1):
-        got = []
-        for part in iter_parts(chunked(message, 1500), "DICOMwebBoundary"):
-            reader, pieces = part.reader(), []
-            while data := reader.read(n):
-                pieces.append(data)
-            got.append(b"".join(pieces))
-        assert got == dicom_files
+    got = [read_all(part) for part in iter_parts(chunked(message, 1500), "DICOMwebBoundary")]
+    assert got == dicom_files
 
 
 # --------------------------------------------------------------------------------- bounded memory / work
@@ -898,24 +793,6 @@ def test_64_mib_part_in_bounded_memory(content_length: bool, kind: str) -> None:
     assert max_lag <= chunk + 100 + len(BB) + 4
 
 
-def test_64_mib_part_through_the_reader_in_bounded_memory() -> None:
-    block = adversarial_block(64 * 1024)
-    want = 0
-    for _ in range(1024):
-        want = zlib.crc32(block, want)
-    crc = 0
-    tracemalloc.start()
-    try:
-        reader = next(iter_parts(repeated_block_body(block, 1024, False), B)).reader()
-        while data := reader.read(256 * 1024):
-            crc = zlib.crc32(data, crc)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert crc == want
-    assert peak < 2 * 1024 * 1024, peak  # the 256 KiB read plus its pieces and the previous read
-
-
 def test_many_false_delimiters_do_not_accumulate() -> None:
     """A body made only of almost-delimiters: many small outputs, but nothing held back."""
     piece = b"\r\n--" + BB + b"X"
@@ -931,4 +808,4 @@ def test_many_false_delimiters_do_not_accumulate() -> None:
 
 def test_part_is_a_plain_object() -> None:
     part = Part(0, Headers({"A": "1"}), None, iter([b"x"]))
-    assert part.read() == b"x" and "Part 0" in repr(part)
+    assert read_all(part) == b"x" and "Part 0" in repr(part)
