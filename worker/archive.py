@@ -154,7 +154,7 @@ def _already_archived(job: Job, destination: GcsLocation) -> Outcome:
     so; without one the series is not found. Nothing is claimed verified or deleted by this delivery."""
     folder = SeriesFolder(destination, job.request.series)
     series = job.request.series
-    source_store = series.store.name if series.store is not None else "dicomweb"
+    source_store = series.store_name
     for stored in reversed(job.storage.json_versions(folder.bucket, folder.record(MANIFEST_NAME))):
         body = job.storage.read_json(destination.bucket, stored.name)
         if (

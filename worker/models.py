@@ -14,6 +14,7 @@ from typing import Any
 
 from worker.errors import RetryableError, invalid
 
+DICOMWEB_STORE = "dicomweb"  # how the DICOMWEB_URL server is named where a Healthcare store name goes
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _PROJECT = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]")
 _LOCATION = re.compile(r"[a-z][a-z0-9-]{0,62}")
@@ -88,6 +89,12 @@ class SeriesRef:
     def __post_init__(self) -> None:
         check_uid(self.study_uid, "StudyInstanceUID")
         check_uid(self.series_uid, "SeriesInstanceUID")
+
+    @property
+    def store_name(self) -> str:
+        """The store's resource name, or `dicomweb` for the DICOMWEB_URL server (in events, metadata,
+        manifests and the ALLOWED_DICOM_STORES patterns)."""
+        return self.store.name if self.store is not None else DICOMWEB_STORE
 
     @property
     def dicomweb_path(self) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from worker.continuation import SIGNATURE_FIELD, KeyRing
 from worker.errors import Code, PermanentError, invalid
-from worker.models import DicomStore, GcsLocation, SeriesRef, check_uid, parse_instance_path
+from worker.models import DICOMWEB_STORE, DicomStore, GcsLocation, SeriesRef, check_uid, parse_instance_path
 
 MAX_MESSAGE_BYTES = 64 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -285,7 +285,7 @@ def store_allowed(store: DicomStore | None, patterns: tuple[str, ...]) -> bool:
     allows all."""
     if not patterns:
         return True
-    parts = (store.name if store is not None else "dicomweb").split("/")
+    parts = (store.name if store is not None else DICOMWEB_STORE).split("/")
     return any(_components_match(parts, pattern.split("/")) for pattern in patterns)
 
 

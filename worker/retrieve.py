@@ -79,7 +79,6 @@ class SeriesCopy:
         return self.folder.instance(sop_uid)
 
     def metadata(self, instance: Instance, transfer_syntax: str | None) -> dict[str, str]:
-        store = self.job.request.series.store
         return {
             "writer": WRITER,
             "studyInstanceUID": instance.study_uid,
@@ -88,7 +87,7 @@ class SeriesCopy:
             "sopClassUID": instance.sop_class_uid or "",
             "transferSyntaxUID": transfer_syntax or "",
             "requestedTransferSyntax": self.transfer_syntax,
-            "sourceStore": store.name if store is not None else "dicomweb",
+            "sourceStore": self.job.request.series.store_name,
             "requestId": self.job.request.request_id,
         }
 
@@ -345,11 +344,10 @@ def _measure(chunks: Iterator[bytes]) -> tuple[int, str]:
 
 def manifest(job: Job, copy: SeriesCopy, copied: list[Copied]) -> dict[str, Any]:
     """Deterministic (no timestamps), so every delivery of the same request writes the same manifest."""
-    store = job.request.series.store
     return {
         "manifestVersion": "1",
         "series": job.request.series.source,
-        "sourceStore": store.name if store is not None else "dicomweb",
+        "sourceStore": job.request.series.store_name,
         "studyInstanceUID": job.request.series.study_uid,
         "seriesInstanceUID": job.request.series.series_uid,
         "destination": copy.folder.uri,

@@ -12,9 +12,10 @@ from typing import TypeVar
 
 from worker.continuation import KeyRing
 from worker.errors import PermanentError
-from worker.models import DicomStore, GcsLocation
+from worker.models import DICOMWEB_STORE, DicomStore, GcsLocation
 
 _E = TypeVar("_E", bound=StrEnum)
+_N = TypeVar("_N", int, float)
 _TOPIC = re.compile(r"projects/[a-z0-9.:-]+/topics/[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
 _ANY_ID = "any-id"  # valid in every place of a store path: stands in for `*` while DicomStore checks the rest
 
@@ -59,10 +60,6 @@ class Settings:
     def __repr__(self) -> str:
         secret = "***" if self.dicomweb_secret else None
         return f"Settings(dicomweb_url={self.dicomweb_url!r}, auth={self.dicomweb_auth}, secret={secret})"
-
-    @property
-    def dicomweb_root_is_healthcare(self) -> bool:
-        return self.dicomweb_url is None
 
     def require_continuation_keys(self) -> None:
         """A worker with REQUEST_TOPIC signs what it hands on and verifies what comes back: without a key
@@ -195,7 +192,7 @@ def _store_pattern(place: int, item: str) -> str:
     """An ALLOWED_DICOM_STORES entry: `dicomweb`, or a store path whose every id is a valid literal or
     exactly `*` (one whole id). Anything else would match more, or other, than it seems to say."""
     literal = "/".join(_ANY_ID if part == "*" else part for part in item.split("/"))
-    if item != "dicomweb" and not ("*" not in literal and _is_store(literal)):
+    if item != DICOMWEB_STORE and not ("*" not in literal and _is_store(literal)):
         raise SettingsError(
             f"ALLOWED_DICOM_STORES entry {place} must be projects/P/locations/L/datasets/D/dicomStores/S,"
             " each id either literal or exactly * (one whole id), or dicomweb"
@@ -232,24 +229,20 @@ def _bool(name: str, value: str) -> bool:
 
 
 def _int(name: str, value: str | None, default: int, low: int, high: int) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer") from None
-    if not low <= number <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}")
-    return number
+    return _number(int, "an integer", name, value, default, low, high)
 
 
 def _float(name: str, value: str | None, default: float, low: float, high: float) -> float:
+    return _number(float, "a number", name, value, default, low, high)
+
+
+def _number(kind: type[_N], what: str, name: str, value: str | None, default: _N, low: _N, high: _N) -> _N:
     if value is None:
         return default
     try:
-        number = float(value)
+        number = kind(value)
     except ValueError:
-        raise SettingsError(f"{name} must be a number") from None
+        raise SettingsError(f"{name} must be {what}") from None
     if not low <= number <= high:
         raise SettingsError(f"{name} must be between {low} and {high}")
     return number

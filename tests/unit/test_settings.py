@@ -26,7 +26,7 @@ def test_defaults() -> None:
     assert settings == Settings()
     assert settings.healthcare_api_url == "https://healthcare.googleapis.com/v1"
     assert settings.dicomweb_url is None
-    assert settings.dicomweb_root_is_healthcare
+    assert settings.dicomweb_url is None
     assert settings.dicomweb_auth is Auth.GOOGLE
     assert settings.dicomweb_secret is None
     assert settings.completion_topic is None
@@ -79,7 +79,7 @@ def test_every_variable() -> None:
 
     assert settings.healthcare_api_url == "http://127.0.0.1:8080/v1"
     assert settings.dicomweb_url == "https://pacs.example.org:8443/dicom-web"
-    assert not settings.dicomweb_root_is_healthcare
+    assert settings.dicomweb_url is not None
     assert settings.dicomweb_auth is Auth.NONE
     assert settings.completion_topic == "projects/my-project/topics/series-done"
     assert settings.request_topic == "projects/my-project/topics/series-requests"
