@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.api_core import exceptions as api_exceptions
-from google.api_core import retry as api_retry
 
+from worker import retries
 from worker.errors import Code, PermanentError, RetryableError
 from worker.job import HandedOn, Job, Outcome
 from worker.layout import MANIFEST_NAME, SeriesFolder
@@ -122,13 +122,7 @@ def _delete_instances(job: Job, sop_uids: Sequence[str]) -> int | HandedOn:
     series = job.request.series
 
     def delete_one(sop_uid: str) -> bool:
-        retrying = api_retry.Retry(
-            predicate=api_retry.if_exception_type(RetryableError),
-            initial=0.5,
-            maximum=8.0,
-            multiplier=2.0,
-            timeout=max(job.remaining(), 1.0),
-        )
+        retrying = retries.one_instance(job.remaining())
         try:
             deleted: bool = retrying(job.dicomweb.delete_instance)(series, sop_uid)
         except api_exceptions.RetryError:

@@ -13,6 +13,7 @@ from typing import Any
 from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 
+from worker import retries
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
 from worker.job import HandedOn, Job, Outcome
 from worker.models import Operation
@@ -81,13 +82,7 @@ def _wait(job: Job, name: str) -> Operation | HandedOn:
     budget = job.remaining() - min(POLL_MARGIN_SECONDS, job.settings.deadline_seconds / 4)
     if budget <= 0:
         return job.hand_on("no time left to wait on the operation", operation=name)
-    polling = api_retry.Retry(
-        predicate=api_retry.if_exception_type(_NotDone),
-        initial=0.5,
-        maximum=10.0,
-        multiplier=1.5,
-        timeout=budget,
-    )
+    polling = retries.polling(api_retry.if_exception_type(_NotDone), budget)
     try:
         operation = polling(poll)()
     except SourceGone:

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
+from worker import retries
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
 from worker.models import DicomStore, Instance, Operation, SeriesRef, is_uid
 from worker.multipart import MultipartError, Part, boundary_from_content_type, iter_parts
@@ -38,8 +38,6 @@ _T = TypeVar("_T")
 _J = TypeVar("_J")
 
 HEALTHCARE_SCOPES = ("https://www.googleapis.com/auth/cloud-healthcare",)
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-DELETE_RETRY_STATUSES = frozenset({429, 503})
 MAX_OFFSET = 1_000_000
 CHUNK_BYTES = 1024 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a body read whole (search page, operation, metadata): more is refused
@@ -73,21 +71,7 @@ def build_session(settings: Settings, *, delete: bool = False) -> requests.Sessi
         elif settings.dicomweb_auth is Auth.BEARER:
             session.headers["Authorization"] = f"Bearer {settings.dicomweb_secret}"
     session.trust_env = False  # no proxies or .netrc from the environment: requests go where we say
-    retry = Retry(
-        total=settings.retry_total,
-        connect=settings.retry_total,
-        read=0 if delete else settings.retry_total,
-        status=settings.retry_total,
-        other=0,
-        allowed_methods=frozenset({"DELETE"}) if delete else frozenset({"GET", "HEAD"}),
-        status_forcelist=DELETE_RETRY_STATUSES if delete else RETRY_STATUSES,
-        backoff_factor=0.5,
-        backoff_max=20,
-        backoff_jitter=0.5,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-        redirect=0,
-    )
+    retry = retries.http(settings.retry_total, delete=delete)
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency + 4, max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -533,7 +517,7 @@ def check_status(response: requests.Response, method: str, *, not_supported: boo
         return
     if status == 404:
         raise SourceGone()
-    if status in RETRY_STATUSES:
+    if status in retries.RETRY_STATUSES:
         raise RetryableError(f"{method} answered {status} after retries")
     if not_supported and status in (405, 501):
         raise PermanentError(

@@ -16,8 +16,8 @@ from typing import Any
 
 import google_crc32c
 from google.api_core import exceptions as api_exceptions
-from google.api_core import retry as api_retry
 
+from worker import retries
 from worker.errors import Code, InstanceGone, ObjectExists, PermanentError, RetryableError, SourceGone
 from worker.job import HandedOn, Job, Outcome
 from worker.layout import MANIFEST_NAME, METADATA_NAME, SeriesFolder
@@ -98,12 +98,8 @@ class SeriesCopy:
         existing = self._existing(instance.sop_uid)
         if existing is not None:
             return self.settle_existing(existing, instance, None)
-        retrying = api_retry.Retry(
-            predicate=lambda error: isinstance(error, RetryableError) and not isinstance(error, InstanceGone),
-            initial=0.5,
-            maximum=8.0,
-            multiplier=2.0,
-            timeout=max(self.job.remaining() + INSTANCE_RETRY_SLACK_SECONDS, 1.0),
+        retrying = retries.one_instance(
+            self.job.remaining() + INSTANCE_RETRY_SLACK_SECONDS,
             on_error=lambda error: log.warning(
                 "instance transfer failed, retrying",
                 extra={"sopInstanceUID": instance.sop_uid, "reason": str(error)},
