@@ -175,7 +175,8 @@ def run_ceiling(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
 
 
 def run_search_worker(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-    from worker.dicomweb import DicomWebClient, build_session
+    from worker.dicomweb import DicomWebClient
+    from worker.http_exchange import build_session
     from worker.models import DicomStore, SeriesRef
     from worker.settings import Settings
 

@@ -2,45 +2,32 @@
 
 Requests go only to the configured service root (the Healthcare API's, or DICOMWEB_URL): URLs are built
 from validated values, redirects are never followed, and retrieve URLs found in responses are ignored.
-Idempotent requests are retried by urllib3's `Retry` (exponential backoff with jitter, `Retry-After`
-honoured); a DELETE is retried only when the server refused it outright (429, 503), so a series is
-never deleted twice while its operation runs. Every exchange ends by a deadline, however slowly the
-server sends, and a body read whole has a size cap. Operations are polled only on the Healthcare API,
-only for the series' own dataset: no credential goes to a host a response names.
+The exchanges themselves (sessions, retries, deadlines, size caps, status codes) are
+`worker.http_exchange`'s. Operations are polled only on the Healthcare API, only for the series' own
+dataset: no credential goes to a host a response names.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
-import json
 import logging
 import re
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
-from requests.adapters import HTTPAdapter
 
-from worker import retries
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.http_exchange import CHUNK_BYTES, Exchanges, json_body, parse_json, read_whole, translate_chunks
 from worker.models import DicomStore, Instance, Operation, SeriesRef, is_uid
 from worker.multipart import MultipartError, Part, boundary_from_content_type, iter_parts
-from worker.settings import Auth, Settings
+from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _J = TypeVar("_J")
 
-HEALTHCARE_SCOPES = ("https://www.googleapis.com/auth/cloud-healthcare",)
 MAX_OFFSET = 1_000_000
-CHUNK_BYTES = 1024 * 1024
-MAX_BODY_BYTES = 64 * 1024 * 1024  # a body read whole (search page, operation, metadata): more is refused
 _OPERATION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 _SOP_CLASS = "00080016"
@@ -55,92 +42,6 @@ def accept_header(transfer_syntax: str) -> str:
     return f'multipart/related; type="application/dicom"; transfer-syntax={transfer_syntax}'
 
 
-def build_session(settings: Settings, *, delete: bool = False) -> requests.Session:
-    """A pooled session with the retry rule of its kind of request, and the configured authentication."""
-    session: requests.Session
-    if settings.dicomweb_auth is Auth.GOOGLE:
-        import google.auth
-        from google.auth.transport.requests import AuthorizedSession
-
-        credentials, _ = google.auth.default(scopes=HEALTHCARE_SCOPES)
-        session = AuthorizedSession(credentials)
-    else:
-        session = requests.Session()
-        if settings.dicomweb_auth is Auth.BASIC:
-            session.auth = (settings.dicomweb_username or "", settings.dicomweb_secret or "")
-        elif settings.dicomweb_auth is Auth.BEARER:
-            session.headers["Authorization"] = f"Bearer {settings.dicomweb_secret}"
-    session.trust_env = False  # no proxies or .netrc from the environment: requests go where we say
-    retry = retries.http(settings.retry_total, delete=delete)
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency + 4, max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-class _Watchdog:
-    """Ends HTTP exchanges that outlive their deadline.
-
-    requests' timeouts bound each read, not the exchange: a server that trickles a byte a second holds a
-    request forever, and the platform kills the delivery before its event. One thread keeps the
-    deadlines and shuts down the socket of an exchange past its own, which ends the blocked read.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Condition()
-        self._heap: list[tuple[float, int, _Guard]] = []
-        self._ids = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    @contextlib.contextmanager
-    def guard(self, response: requests.Response, deadline: float) -> Iterator[_Guard]:
-        guard = _Guard(response)
-        with self._lock:
-            heapq.heappush(self._heap, (deadline, next(self._ids), guard))
-            if self._thread is None:  # started on first use, never at import
-                self._thread = threading.Thread(target=self._run, name="http-watchdog", daemon=True)
-                self._thread.start()
-            self._lock.notify()
-        try:
-            yield guard
-        finally:
-            guard.done = True
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while self._heap and self._heap[0][2].done:
-                    heapq.heappop(self._heap)
-                wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                if wait is None or wait > 0:
-                    self._lock.wait(wait)
-                    continue
-                _, _, guard = heapq.heappop(self._heap)
-            guard.expire()
-
-
-@dataclass(eq=False)
-class _Guard:
-    """One exchange under the watchdog; `expired` once its socket was shut down for the deadline."""
-
-    response: requests.Response
-    done: bool = False
-    expired: bool = field(default=False)
-
-    def expire(self) -> None:
-        if self.done:
-            return
-        self.expired = True
-        connection = getattr(self.response.raw, "connection", None)
-        sock = getattr(connection, "sock", None)
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-_watchdog = _Watchdog()
-
-
 class DicomWebClient:
     """Search, retrieve, delete and operation polling against one configured DICOMweb root."""
 
@@ -148,8 +49,7 @@ class DicomWebClient:
         self, settings: Settings, session: requests.Session, delete_session: requests.Session | None = None
     ) -> None:
         self._settings = settings
-        self._session = session
-        self._delete_session = delete_session or session
+        self._http = Exchanges(session, delete_session or session, settings.http_timeout_seconds)
 
     @property
     def healthcare(self) -> bool:
@@ -196,8 +96,8 @@ class DicomWebClient:
             return None
         url = f"{self.root(series)}/{series.dicomweb_path}:getSeriesMetrics"
         try:
-            with self._request("GET", url) as response:
-                body = _json(response, "the series metrics", dict)
+            with self._http.request("GET", url) as response:
+                body = json_body(response, "the series metrics", dict)
         except SourceGone:
             return 0
         count = body.get("instanceCount", "0")
@@ -271,15 +171,15 @@ class DicomWebClient:
         return list(found.values())
 
     def _search_page(self, url: str, params: dict[str, Any]) -> list[Any]:
-        with self._request(
+        with self._http.request(
             "GET", url, params=params, headers={"Accept": "application/dicom+json"}
         ) as response:
-            body = _read_whole(response)
+            body = read_whole(response)
             if response.status_code == 204 or not body.strip():
                 return []
             if response.headers.get("Warning"):
                 log.info("search page carried a Warning header", extra={"status": response.status_code})
-            return _parse_json(body, "the search response", list)
+            return parse_json(body, "the search response", list)
 
     # -- retrieve -------------------------------------------------------------------------------
 
@@ -313,21 +213,21 @@ class DicomWebClient:
         self, url: str, transfer_syntax: str, deadline: float | None
     ) -> Iterator[Iterator[StreamedPart]]:
         headers = {"Accept": accept_header(transfer_syntax)}
-        with self._request("GET", url, headers=headers, deadline=deadline) as response:
+        with self._http.request("GET", url, headers=headers, deadline=deadline) as response:
             try:
                 boundary = boundary_from_content_type(response.headers.get("Content-Type", ""))
             except MultipartError:
                 raise RetryableError("the retrieve response is not multipart/related") from None
-            chunks = _translate_chunks(response.iter_content(CHUNK_BYTES))
+            chunks = translate_chunks(response.iter_content(CHUNK_BYTES))
             yield _translate_stream(iter_parts(chunks, boundary))
 
     def metadata(self, series: SeriesRef) -> bytes:
         """The series' metadata as the server sent it, once it parsed as DICOM JSON (an array of objects):
         a body cut short is never stored as the series' metadata."""
         url = f"{self.root(series)}/{series.dicomweb_path}/metadata"
-        with self._request("GET", url, headers={"Accept": "application/dicom+json"}) as response:
-            body = _read_whole(response)
-        parsed = _parse_json(body, "the metadata response", list)
+        with self._http.request("GET", url, headers={"Accept": "application/dicom+json"}) as response:
+            body = read_whole(response)
+        parsed = parse_json(body, "the metadata response", list)
         if not all(isinstance(item, dict) for item in parsed):
             raise PermanentError(Code.SOURCE_INVALID_RESPONSE, "the metadata response is not DICOM JSON")
         return body
@@ -341,11 +241,11 @@ class DicomWebClient:
             self._delete_in_orthanc(series)
             return None
         url = f"{self.root(series)}/{series.dicomweb_path}"
-        with self._request("DELETE", url, session=self._delete_session, not_supported=True) as response:
-            body = _read_whole(response)
+        with self._http.request("DELETE", url, delete=True, not_supported=True) as response:
+            body = read_whole(response)
         if not self.healthcare or series.store is None:
             return None  # only the Healthcare API has operations: a generic server's body is never polled
-        operation = Operation.from_json(_parse_json(body, "the delete response", dict))
+        operation = Operation.from_json(parse_json(body, "the delete response", dict))
         check_operation_name(operation.name, series.store)
         return operation
 
@@ -356,8 +256,8 @@ class DicomWebClient:
             return self._delete_instance_in_orthanc(series, sop_uid)
         url = f"{self.root(series)}/{series.dicomweb_path}/instances/{sop_uid}"
         try:
-            with self._request("DELETE", url, session=self._delete_session, not_supported=True) as response:
-                _read_whole(response)
+            with self._http.request("DELETE", url, delete=True, not_supported=True) as response:
+                read_whole(response)
         except SourceGone:
             return False
         return True
@@ -368,16 +268,16 @@ class DicomWebClient:
         self.root(series)  # the same refusal of Healthcare paths as every other request
         ids = set()
         for orthanc_id in self._orthanc_lookup(series.series_uid, "Series"):
-            with self._request("GET", f"{self._orthanc_url}/series/{orthanc_id}/study") as response:
-                tags = _json(response, "Orthanc's study", dict).get("MainDicomTags")
+            with self._http.request("GET", f"{self._orthanc_url}/series/{orthanc_id}/study") as response:
+                tags = json_body(response, "Orthanc's study", dict).get("MainDicomTags")
             if isinstance(tags, dict) and tags.get("StudyInstanceUID") == series.study_uid:
                 ids.add(orthanc_id)
         return ids
 
     def _orthanc_lookup(self, uid: str, kind: str) -> list[str]:
-        with self._request("POST", f"{self._orthanc_url}/tools/lookup", data=uid) as response:
-            body = _read_whole(response)
-        matches = _parse_json(body, "Orthanc's lookup", list) if body.strip() else []
+        with self._http.request("POST", f"{self._orthanc_url}/tools/lookup", data=uid) as response:
+            body = read_whole(response)
+        matches = parse_json(body, "Orthanc's lookup", list) if body.strip() else []
         ids = [m.get("ID") for m in matches if isinstance(m, dict) and m.get("Type") == kind]
         if not all(isinstance(i, str) and re.fullmatch(r"[0-9a-f-]{8,64}", i) for i in ids):
             raise RetryableError("Orthanc returned an unusable id")
@@ -393,9 +293,7 @@ class DicomWebClient:
         if not ids:
             raise SourceGone()
         for orthanc_id in sorted(ids):
-            with self._request(
-                "DELETE", f"{self._orthanc_url}/series/{orthanc_id}", session=self._delete_session
-            ):
+            with self._http.request("DELETE", f"{self._orthanc_url}/series/{orthanc_id}", delete=True):
                 pass
 
     def _delete_instance_in_orthanc(self, series: SeriesRef, sop_uid: str) -> bool:
@@ -403,14 +301,12 @@ class DicomWebClient:
         series_ids = self._orthanc_series_ids(series)
         deleted = False
         for orthanc_id in self._orthanc_lookup(sop_uid, "Instance"):
-            with self._request("GET", f"{self._orthanc_url}/instances/{orthanc_id}") as response:
-                parent = _json(response, "Orthanc's instance", dict).get("ParentSeries")
+            with self._http.request("GET", f"{self._orthanc_url}/instances/{orthanc_id}") as response:
+                parent = json_body(response, "Orthanc's instance", dict).get("ParentSeries")
             if parent not in series_ids:
                 continue
             try:
-                with self._request(
-                    "DELETE", f"{self._orthanc_url}/instances/{orthanc_id}", session=self._delete_session
-                ):
+                with self._http.request("DELETE", f"{self._orthanc_url}/instances/{orthanc_id}", delete=True):
                     deleted = True
             except SourceGone:
                 continue
@@ -421,49 +317,8 @@ class DicomWebClient:
         if not self.healthcare:
             raise PermanentError(Code.INVALID_REQUEST, "only the Healthcare API has long-running operations")
         check_operation_name(name, store)
-        with self._request("GET", f"{self._settings.healthcare_api_url}/{name}") as response:
-            return Operation.from_json(_json(response, "the operation response", object))
-
-    # -- the one place where HTTP outcomes become worker errors ------------------------------------
-
-    @contextlib.contextmanager
-    def _request(
-        self,
-        method: str,
-        url: str,
-        *,
-        session: requests.Session | None = None,
-        not_supported: bool = False,
-        deadline: float | None = None,
-        **kwargs: Any,
-    ) -> Iterator[requests.Response]:
-        """One exchange, ended at `deadline` (time.monotonic; by default HTTP_TIMEOUT_SECONDS from now)
-        however slowly the server sends. The body streams: read it with `_read_whole` or iter_content."""
-        session = session or self._session
-        if deadline is None:
-            deadline = time.monotonic() + self._settings.http_timeout_seconds
-        try:
-            response = session.request(
-                method,
-                url,
-                timeout=self._settings.http_timeout_seconds,
-                allow_redirects=False,
-                stream=True,
-                **kwargs,
-            )
-        except requests.RequestException as error:
-            raise RetryableError(f"{method} to the DICOMweb server failed: {type(error).__name__}") from None
-        with response, _watchdog.guard(response, deadline) as guard:
-            expired = RetryableError(f"{method} to the DICOMweb server outlived its deadline")
-            try:
-                check_status(response, method, not_supported=not_supported)
-                yield response
-            except RetryableError:
-                if guard.expired:
-                    raise expired from None
-                raise
-            if guard.expired:  # a body without a length ends where the socket was shut: not whole
-                raise expired
+        with self._http.request("GET", f"{self._settings.healthcare_api_url}/{name}") as response:
+            return Operation.from_json(json_body(response, "the operation response", object))
 
 
 def check_operation_name(name: str, store: DicomStore) -> None:
@@ -473,57 +328,6 @@ def check_operation_name(name: str, store: DicomStore) -> None:
         raise PermanentError(
             Code.SOURCE_INVALID_RESPONSE, "the operation is not one of the series' dataset; it was not polled"
         )
-
-
-def _read_whole(response: requests.Response) -> bytes:
-    """The whole body, at most MAX_BODY_BYTES: more is SOURCE_INVALID_RESPONSE, never a memory blow-up."""
-    limit = MAX_BODY_BYTES
-    pieces: list[bytes] = []
-    size = 0
-    for chunk in _translate_chunks(response.iter_content(CHUNK_BYTES)):
-        size += len(chunk)
-        if size > limit:
-            raise PermanentError(
-                Code.SOURCE_INVALID_RESPONSE, f"a response body exceeds {limit} bytes; it was not read"
-            )
-        pieces.append(chunk)
-    return b"".join(pieces)
-
-
-def _json(response: requests.Response, what: str, kind: type[_J]) -> _J:
-    """The response's JSON body, of the expected kind."""
-    return _parse_json(_read_whole(response), what, kind)
-
-
-def _parse_json(body: bytes, what: str, kind: type[_J]) -> _J:
-    """JSON of the expected kind. Not JSON is a transient fault (a body cut short); JSON nested too deep
-    or numbers too long to convert are SOURCE_INVALID_RESPONSE: no retry makes them readable."""
-    try:
-        parsed = json.loads(body)
-    except RecursionError:
-        raise PermanentError(Code.SOURCE_INVALID_RESPONSE, f"{what} is nested too deeply") from None
-    except ValueError as error:
-        if "digits" in str(error):  # int()'s limit on the length of a number
-            raise PermanentError(Code.SOURCE_INVALID_RESPONSE, f"{what} holds a number too long") from None
-        raise RetryableError(f"{what} is not JSON") from None
-    if not isinstance(parsed, kind):
-        raise RetryableError(f"{what} is not a JSON {'array' if kind is list else 'object'}")
-    return parsed
-
-
-def check_status(response: requests.Response, method: str, *, not_supported: bool = False) -> None:
-    status = response.status_code
-    if status < 300:
-        return
-    if status == 404:
-        raise SourceGone()
-    if status in retries.RETRY_STATUSES:
-        raise RetryableError(f"{method} answered {status} after retries")
-    if not_supported and status in (405, 501):
-        raise PermanentError(
-            Code.DELETE_NOT_SUPPORTED, f"the DICOMweb server does not support DELETE (it answered {status})"
-        )
-    raise PermanentError(Code.SOURCE_REFUSED, f"the DICOMweb server refused {method} with {status}")
 
 
 class StreamedPart:
@@ -550,13 +354,6 @@ def _translate_stream(parts: Iterator[Part]) -> Iterator[StreamedPart]:
             yield StreamedPart(part)
     except MultipartError as error:
         raise RetryableError(f"the retrieve response broke off: {type(error).__name__}") from None
-
-
-def _translate_chunks(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    try:
-        yield from chunks
-    except requests.RequestException as error:
-        raise RetryableError(f"the response broke off: {type(error).__name__}") from None
 
 
 def _first_value(item: dict[str, Any], tag: str) -> Any:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ctypes
 
 from worker.delivery import Worker
-from worker.dicomweb import DicomWebClient, build_session
+from worker.dicomweb import DicomWebClient
+from worker.http_exchange import build_session
 from worker.job import ActionFunction
 from worker.ports import Ports
 from worker.pubsub import Publisher

@@ -20,8 +20,9 @@ import requests
 import urllib3.util.retry
 
 from tests.unit.fakes import DATASET, LOCATION, PROJECT, SERIES, SOP, STORE, STUDY
-from worker.dicomweb import DicomWebClient, accept_header, build_session
+from worker.dicomweb import DicomWebClient, accept_header
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.http_exchange import build_session
 from worker.models import DicomStore, Instance, Operation, SeriesRef
 from worker.settings import Auth, Settings
 
@@ -984,7 +985,7 @@ def test_a_retrieve_ends_at_its_deadline(server: FakeServer, client: DicomWebCli
 def test_a_body_read_whole_has_a_size_cap(
     server: FakeServer, client: DicomWebClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("worker.dicomweb.MAX_BODY_BYTES", 1000)
+    monkeypatch.setattr("worker.http_exchange.MAX_BODY_BYTES", 1000)
     server.replies(json_reply([qido(sop) for sop in sops(40)]))
 
     with pytest.raises(PermanentError) as caught:

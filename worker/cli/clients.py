@@ -43,7 +43,8 @@ def _subscriber_client() -> Any:
 
 
 def _dicomweb_client(settings: Settings) -> DicomWebClient:
-    from worker.dicomweb import DicomWebClient, build_session
+    from worker.dicomweb import DicomWebClient
+    from worker.http_exchange import build_session
 
     return DicomWebClient(settings, build_session(settings))
 

@@ -1,0 +1,226 @@
+"""HTTP exchanges with a DICOMweb server: the one place where HTTP outcomes become worker errors.
+
+Sessions are pooled and authenticated as configured, never read proxies or .netrc from the environment,
+never follow redirects, and retry as `worker.retries.http` says. Every exchange ends by a deadline however
+slowly the server sends (a watchdog shuts the socket), a body read whole has a size cap, and JSON too deep
+or with numbers too long is refused with a clear code instead of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from worker import retries
+from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.settings import Auth, Settings
+
+_J = TypeVar("_J")
+
+HEALTHCARE_SCOPES = ("https://www.googleapis.com/auth/cloud-healthcare",)
+CHUNK_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a body read whole (search page, operation, metadata): more is refused
+
+
+def build_session(settings: Settings, *, delete: bool = False) -> requests.Session:
+    """A pooled session with the retry rule of its kind of request, and the configured authentication."""
+    session: requests.Session
+    if settings.dicomweb_auth is Auth.GOOGLE:
+        import google.auth
+        from google.auth.transport.requests import AuthorizedSession
+
+        credentials, _ = google.auth.default(scopes=HEALTHCARE_SCOPES)
+        session = AuthorizedSession(credentials)
+    else:
+        session = requests.Session()
+        if settings.dicomweb_auth is Auth.BASIC:
+            session.auth = (settings.dicomweb_username or "", settings.dicomweb_secret or "")
+        elif settings.dicomweb_auth is Auth.BEARER:
+            session.headers["Authorization"] = f"Bearer {settings.dicomweb_secret}"
+    session.trust_env = False  # no proxies or .netrc from the environment: requests go where we say
+    retry = retries.http(settings.retry_total, delete=delete)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency + 4, max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class _Watchdog:
+    """Ends HTTP exchanges that outlive their deadline.
+
+    requests' timeouts bound each read, not the exchange: a server that trickles a byte a second holds a
+    request forever, and the platform kills the delivery before its event. One thread keeps the
+    deadlines and shuts down the socket of an exchange past its own, which ends the blocked read.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int, _Guard]] = []
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, response: requests.Response, deadline: float) -> Iterator[_Guard]:
+        guard = _Guard(response)
+        with self._lock:
+            heapq.heappush(self._heap, (deadline, next(self._ids), guard))
+            if self._thread is None:  # started on first use, never at import
+                self._thread = threading.Thread(target=self._run, name="http-watchdog", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+        try:
+            yield guard
+        finally:
+            guard.done = True
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                if wait is None or wait > 0:
+                    self._lock.wait(wait)
+                    continue
+                _, _, guard = heapq.heappop(self._heap)
+            guard.expire()
+
+
+@dataclass(eq=False)
+class _Guard:
+    """One exchange under the watchdog; `expired` once its socket was shut down for the deadline."""
+
+    response: requests.Response
+    done: bool = False
+    expired: bool = field(default=False)
+
+    def expire(self) -> None:
+        if self.done:
+            return
+        self.expired = True
+        connection = getattr(self.response.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+_watchdog = _Watchdog()
+
+
+class Exchanges:
+    """Exchanges with one server over its two sessions (reads, and deletes with their own retry rule)."""
+
+    def __init__(self, session: requests.Session, delete_session: requests.Session, timeout: float) -> None:
+        self._session = session
+        self._delete_session = delete_session
+        self._timeout = timeout
+
+    @contextlib.contextmanager
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        delete: bool = False,
+        not_supported: bool = False,
+        deadline: float | None = None,
+        **kwargs: Any,
+    ) -> Iterator[requests.Response]:
+        """One exchange (on the delete session with `delete`), ended at `deadline` (time.monotonic; by
+        default `timeout` from now) however slowly the server sends. The body streams: read it with
+        `read_whole` or iter_content. `not_supported`: 405 and 501 mean DELETE_NOT_SUPPORTED."""
+        session = self._delete_session if delete else self._session
+        if deadline is None:
+            deadline = time.monotonic() + self._timeout
+        try:
+            response = session.request(
+                method,
+                url,
+                timeout=self._timeout,
+                allow_redirects=False,
+                stream=True,
+                **kwargs,
+            )
+        except requests.RequestException as error:
+            raise RetryableError(f"{method} to the DICOMweb server failed: {type(error).__name__}") from None
+        with response, _watchdog.guard(response, deadline) as guard:
+            expired = RetryableError(f"{method} to the DICOMweb server outlived its deadline")
+            try:
+                check_status(response, method, not_supported=not_supported)
+                yield response
+            except RetryableError:
+                if guard.expired:
+                    raise expired from None
+                raise
+            if guard.expired:  # a body without a length ends where the socket was shut: not whole
+                raise expired
+
+
+def read_whole(response: requests.Response) -> bytes:
+    """The whole body, at most MAX_BODY_BYTES: more is SOURCE_INVALID_RESPONSE, never a memory blow-up."""
+    limit = MAX_BODY_BYTES
+    pieces: list[bytes] = []
+    size = 0
+    for chunk in translate_chunks(response.iter_content(CHUNK_BYTES)):
+        size += len(chunk)
+        if size > limit:
+            raise PermanentError(
+                Code.SOURCE_INVALID_RESPONSE, f"a response body exceeds {limit} bytes; it was not read"
+            )
+        pieces.append(chunk)
+    return b"".join(pieces)
+
+
+def json_body(response: requests.Response, what: str, kind: type[_J]) -> _J:
+    """The response's JSON body, of the expected kind."""
+    return parse_json(read_whole(response), what, kind)
+
+
+def parse_json(body: bytes, what: str, kind: type[_J]) -> _J:
+    """JSON of the expected kind. Not JSON is a transient fault (a body cut short); JSON nested too deep
+    or numbers too long to convert are SOURCE_INVALID_RESPONSE: no retry makes them readable."""
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise PermanentError(Code.SOURCE_INVALID_RESPONSE, f"{what} is nested too deeply") from None
+    except ValueError as error:
+        if "digits" in str(error):  # int()'s limit on the length of a number
+            raise PermanentError(Code.SOURCE_INVALID_RESPONSE, f"{what} holds a number too long") from None
+        raise RetryableError(f"{what} is not JSON") from None
+    if not isinstance(parsed, kind):
+        raise RetryableError(f"{what} is not a JSON {'array' if kind is list else 'object'}")
+    return parsed
+
+
+def check_status(response: requests.Response, method: str, *, not_supported: bool = False) -> None:
+    status = response.status_code
+    if status < 300:
+        return
+    if status == 404:
+        raise SourceGone()
+    if status in retries.RETRY_STATUSES:
+        raise RetryableError(f"{method} answered {status} after retries")
+    if not_supported and status in (405, 501):
+        raise PermanentError(
+            Code.DELETE_NOT_SUPPORTED, f"the DICOMweb server does not support DELETE (it answered {status})"
+        )
+    raise PermanentError(Code.SOURCE_REFUSED, f"the DICOMweb server refused {method} with {status}")
+
+
+def translate_chunks(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except requests.RequestException as error:
+        raise RetryableError(f"the response broke off: {type(error).__name__}") from None
