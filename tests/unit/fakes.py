@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
+import posixpath
+import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from worker.dicomweb import DicomWebClient
-from worker.errors import RetryableError
+import google_crc32c
+
+from infra.local.dicom_factory import make_instance
+from tests.schemas import assert_valid_event, assert_valid_request
+from worker.errors import ObjectExists, RetryableError, SourceGone, WorkerError
+from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject
+from worker.ports import DicomWebSource, EventPublisher, ObjectStore
 from worker.pubsub import Publisher
 from worker.request import Message
-from worker.storage import Storage
+from worker.storage import crc32c_base64
 
 PROJECT = "my-project"
 LOCATION = "us-central1"
@@ -58,7 +67,11 @@ class Published:
 
 
 class FakePublisher(Publisher):
-    """Records what is published; `fail` makes every publish fail as the real one does (retryable)."""
+    """Records what is published; `fail` makes every publish fail as the real one does (retryable).
+
+    Every completion event (a message with a `status` attribute) must validate against
+    schemas/event.schema.json, every follow-up request (a `continuation` attribute) against
+    schemas/request.schema.json: a message that does not is refused with an AssertionError."""
 
     def __init__(self, *, fail: bool = False) -> None:
         super().__init__(client=object())
@@ -68,6 +81,10 @@ class FakePublisher(Publisher):
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
         if self.fail:
             raise RetryableError(f"publishing to {topic} failed: NotFound")
+        if "status" in attributes:
+            assert_valid_event(json.loads(data))
+        elif "continuation" in attributes:
+            assert_valid_request(json.loads(data))
         self.published.append(Published(topic, data, dict(attributes)))
         return str(len(self.published))
 
@@ -75,14 +92,14 @@ class FakePublisher(Publisher):
         return [p for p in self.published if p.topic == topic]
 
 
-def no_dicomweb() -> DicomWebClient:
-    """A stand-in for tests whose actions never touch the DICOMweb client."""
-    return cast(DicomWebClient, object())
+def no_dicomweb() -> FakeSource:
+    """A source for tests whose actions never touch the DICOMweb server: it holds nothing."""
+    return FakeSource()
 
 
-def no_storage() -> Storage:
-    """A stand-in for tests whose actions never touch Cloud Storage."""
-    return cast(Storage, object())
+def no_storage() -> FakeBucket:
+    """A bucket for tests whose actions never touch Cloud Storage: it holds nothing."""
+    return FakeBucket()
 
 
 class HeldBytes:
@@ -103,3 +120,335 @@ class HeldBytes:
         finally:
             with self._lock:
                 self._now -= size
+
+
+# -- typed fakes at the ports (worker/ports.py) ---------------------------------------------------------
+
+SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture, what make_instance builds
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+OPERATIONS = f"projects/{PROJECT}/locations/{LOCATION}/datasets/{DATASET}/operations"
+
+
+def sop(number: int) -> str:
+    """The SOP Instance UID of the `number`th instance of SERIES in these tests."""
+    return f"{SERIES}.{number}"
+
+
+@dataclass
+class FakePart:
+    """One part of a retrieve response, served in chunks."""
+
+    headers: Mapping[str, str]
+    data: bytes
+    chunk_bytes: int = 4096
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        for start in range(0, len(self.data), self.chunk_bytes):
+            yield self.data[start : start + self.chunk_bytes]
+
+
+class FakeSource:
+    """A DICOMweb source in memory holding one series: instances with their bytes, searched in pages,
+    retrieved as parts, deleted (the series with a Healthcare operation, an instance synchronously).
+
+    Every call is counted (`calls`, and `log` in order, with the SOP UID it names); a test may run a hook
+    before the nth call of a method (`at`, `store_at`: an instance stored meanwhile), have a call fail
+    (`refuse`), or have one take effect and its answer be lost (`lose_answer`). `search_lag` searches
+    still list deleted instances (a search lagging behind deletes); `metrics_offset` is added to the
+    series metrics count."""
+
+    def __init__(self, series: SeriesRef | None = None, *, healthcare: bool = True) -> None:
+        self.series = series or SeriesRef.parse(SERIES_PATH)
+        self._healthcare = healthcare
+        self.instances: dict[str, tuple[Instance, bytes]] = {}
+        self.absent = False  # the store or study answers 404
+        self.search_lag = 0
+        self.metrics_offset = 0
+        self.operation_polls = 1  # polls of a delete operation before it is done
+        self.operation_error: dict[str, Any] | None = None  # what a finished delete operation reports
+        self.operations: dict[str, int] = {}  # name -> polls left
+        self.calls: Counter[str] = Counter()
+        self.log: list[tuple[str, str | None]] = []
+        self.pages = 0  # search pages served
+        self._ghosts: dict[str, Instance] = {}  # deleted, still listed while search_lag lasts
+        self._hooks: dict[tuple[str, int], list[Callable[[], None]]] = {}
+        self._refusals: dict[tuple[str, int | None], WorkerError] = {}
+        self._lost: set[tuple[str, int]] = set()
+        self._lock = threading.RLock()
+
+    # -- what a test sets up ----------------------------------------------------------------------
+
+    def add(self, sop_uid: str, data: bytes | None = None, *, number: int | None = None) -> bytes:
+        """Store an instance of the series (a valid Part 10 file unless `data` is given)."""
+        body = (
+            data
+            if data is not None
+            else make_instance(self.series.study_uid, self.series.series_uid, sop_uid, number=number or 1)
+        )
+        instance = Instance(self.series.study_uid, self.series.series_uid, sop_uid, SC_CLASS, number)
+        with self._lock:
+            self.instances[sop_uid] = (instance, body)
+        return body
+
+    def add_series(self, count: int) -> dict[str, bytes]:
+        return {sop(n): self.add(sop(n), number=n) for n in range(1, count + 1)}
+
+    def at(self, method: str, call: int, hook: Callable[[], None]) -> None:
+        """Run `hook` just before the `call`th call (from 1) of `method`."""
+        self._hooks.setdefault((method, call), []).append(hook)
+
+    def store_at(self, method: str, call: int, sop_uid: str, *, number: int | None = None) -> bytes:
+        """An instance stored just before the `call`th call of `method`; returns its bytes."""
+        body = make_instance(self.series.study_uid, self.series.series_uid, sop_uid, number=number or 1)
+
+        def store() -> None:
+            self.add(sop_uid, body, number=number)
+
+        self.at(method, call, store)
+        return body
+
+    def refuse(self, method: str, error: WorkerError, call: int | None = None) -> None:
+        """The `call`th call of `method` (every call when None) raises `error` and does nothing."""
+        self._refusals[(method, call)] = error
+
+    def lose_answer(self, method: str, call: int) -> None:
+        """The `call`th call of `method` takes effect, then fails as a dropped connection does."""
+        self._lost.add((method, call))
+
+    def uids(self) -> list[str]:
+        with self._lock:
+            return sorted(self.instances)
+
+    # -- the port ---------------------------------------------------------------------------------
+
+    @property
+    def healthcare(self) -> bool:
+        return self._healthcare
+
+    def root(self, series: SeriesRef) -> str:
+        return "https://dicomweb.invalid/dicomWeb"
+
+    def search_instances(self, series: SeriesRef, page_size: int) -> list[Instance]:
+        self._enter("search_instances")
+        with self._lock:
+            if self.absent:
+                raise SourceGone("the store or study is not found")
+            found = [instance for instance, _ in self.instances.values()]
+            if self.search_lag > 0:
+                self.search_lag -= 1
+                found += [ghost for uid, ghost in self._ghosts.items() if uid not in self.instances]
+        pages = [found[start : start + page_size] for start in range(0, len(found), page_size)]
+        self.pages += len(pages) + 1  # and the empty page that ends the listing
+        return [instance for page in pages for instance in page]
+
+    def series_instance_count(self, series: SeriesRef) -> int | None:
+        self._enter("series_instance_count")
+        if not self._healthcare:
+            return None
+        with self._lock:
+            return 0 if self.absent else len(self.instances) + self.metrics_offset
+
+    def search_series(
+        self, store: DicomStore | None, study_uid: str | None, filters: Mapping[str, str], page_size: int
+    ) -> list[SeriesRef]:
+        self._enter("search_series")
+        return [self.series] if self.instances else []
+
+    @contextlib.contextmanager
+    def retrieve_instance(
+        self, series: SeriesRef, sop_uid: str, transfer_syntax: str, *, deadline: float | None = None
+    ) -> Iterator[FakePart]:
+        call = self._enter("retrieve_instance", sop_uid)
+        with self._lock:
+            found = self.instances.get(sop_uid)
+        if found is None:
+            raise SourceGone(f"instance {sop_uid} is not found")
+        self._leave("retrieve_instance", call)
+        yield self._part(found[1])
+
+    @contextlib.contextmanager
+    def retrieve_series(
+        self, series: SeriesRef, transfer_syntax: str, *, deadline: float | None = None
+    ) -> Iterator[Iterator[FakePart]]:
+        call = self._enter("retrieve_series")
+        with self._lock:
+            bodies = [body for _, body in self.instances.values()]
+        if not bodies:
+            raise SourceGone("the series is not found")
+        self._leave("retrieve_series", call)
+        yield (self._part(body) for body in bodies)
+
+    def metadata(self, series: SeriesRef) -> bytes:
+        self._enter("metadata")
+        with self._lock:
+            return json.dumps([{"00080018": {"vr": "UI", "Value": [uid]}} for uid in self.instances]).encode()
+
+    def delete_series(self, series: SeriesRef) -> Operation | None:
+        call = self._enter("delete_series")
+        with self._lock:
+            if self.absent or not self.instances:
+                raise SourceGone("the series is not found")
+            for uid in list(self.instances):
+                self._remove(uid)
+            name = None
+            if self._healthcare:
+                name = f"{OPERATIONS}/{len(self.operations) + 1}"
+                self.operations[name] = self.operation_polls
+        self._leave("delete_series", call)
+        return Operation(name, False, None) if name is not None else None
+
+    def delete_instance(self, series: SeriesRef, sop_uid: str) -> bool:
+        call = self._enter("delete_instance", sop_uid)
+        with self._lock:
+            deleted = sop_uid in self.instances
+            if deleted:
+                self._remove(sop_uid)
+        self._leave("delete_instance", call)
+        return deleted
+
+    def get_operation(self, name: str, store: DicomStore) -> Operation:
+        self._enter("get_operation")
+        with self._lock:
+            if name not in self.operations:
+                raise SourceGone("the operation is not found")
+            self.operations[name] = max(0, self.operations[name] - 1)
+            done = self.operations[name] == 0
+        return Operation(name, done, self.operation_error if done else None)
+
+    # -- mechanics --------------------------------------------------------------------------------
+
+    def _part(self, body: bytes) -> FakePart:
+        headers = {
+            "content-type": f"application/dicom; transfer-syntax={EXPLICIT_LE}",
+            "content-length": str(len(body)),
+        }
+        return FakePart(headers, body)
+
+    def _remove(self, sop_uid: str) -> None:
+        instance, _ = self.instances.pop(sop_uid)
+        self._ghosts[sop_uid] = instance
+
+    def _enter(self, method: str, sop_uid: str | None = None) -> int:
+        with self._lock:
+            self.calls[method] += 1
+            call = self.calls[method]
+            self.log.append((method, sop_uid))
+            hooks = self._hooks.pop((method, call), [])
+        for hook in hooks:
+            hook()
+        refusal = self._refusals.get((method, call)) or self._refusals.get((method, None))
+        if refusal is not None:
+            raise refusal
+        return call
+
+    def _leave(self, method: str, call: int) -> None:
+        if (method, call) in self._lost:
+            raise RetryableError(f"the answer to {method} was lost")
+
+
+class FakeBucket:
+    """Cloud Storage in memory, as the worker's grant sees it: objects are created, never replaced.
+
+    `put`, `replace` and `remove` are what someone else does to the bucket (test set-up); the port's
+    methods never replace or remove."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], tuple[bytes, StoredObject]] = {}
+        self.uploads: builtins.list[str] = []  # names created through upload and write_json, in order
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    # -- what someone else does ---------------------------------------------------------------------
+
+    def put(
+        self, bucket: str, name: str, data: bytes, metadata: Mapping[str, str] | None = None
+    ) -> StoredObject:
+        with self._lock:
+            self._generation += 1
+            stored = StoredObject(
+                bucket,
+                name,
+                len(data),
+                crc32c_base64(google_crc32c.Checksum(data)),
+                self._generation,
+                dict(metadata or {}),
+            )
+            self.objects[(bucket, name)] = (data, stored)
+        return stored
+
+    def replace(self, bucket: str, name: str, data: bytes) -> StoredObject:
+        """Put other bytes under an existing object's name, keeping its metadata."""
+        _, stored = self.objects[(bucket, name)]
+        return self.put(bucket, name, data, stored.metadata)
+
+    def remove(self, bucket: str, name: str) -> None:
+        del self.objects[(bucket, name)]
+
+    def data(self, bucket: str, name: str) -> bytes:
+        return self.objects[(bucket, name)][0]
+
+    def names(self, bucket: str) -> builtins.list[str]:
+        return sorted(name for held, name in self.objects if held == bucket)
+
+    # -- the port ---------------------------------------------------------------------------------
+
+    def stat(self, bucket: str, name: str) -> StoredObject | None:
+        found = self.objects.get((bucket, name))
+        return found[1] if found is not None else None
+
+    def list(self, location: GcsLocation) -> Iterator[StoredObject]:
+        prefix = location.prefix + "/" if location.prefix else ""
+        with self._lock:
+            listed = [stored for (bucket, name), (_, stored) in sorted(self.objects.items())]
+        return iter([s for s in listed if s.bucket == location.bucket and s.name.startswith(prefix)])
+
+    def upload(
+        self,
+        bucket: str,
+        name: str,
+        chunks: Iterator[bytes],
+        *,
+        metadata: Mapping[str, str],
+        content_type: str = "application/dicom",
+    ) -> StoredObject:
+        data = b"".join(chunks)
+        with self._lock:
+            if (bucket, name) in self.objects:
+                raise ObjectExists(name)
+            self.uploads.append(name)
+        return self.put(bucket, name, data, metadata)
+
+    def write_json(self, bucket: str, name: str, body: Any) -> StoredObject:
+        data = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8")
+        versions = self.json_versions(bucket, name)
+        for version in versions:
+            if self.data(bucket, version.name) == data:
+                return version
+        stem, suffix = posixpath.splitext(name)
+        target = name if not versions else f"{stem}.{len(versions) + 1}{suffix}"
+        return self.upload(bucket, target, iter([data]), metadata={}, content_type="application/json")
+
+    def json_versions(self, bucket: str, name: str) -> builtins.list[StoredObject]:
+        stem, suffix = posixpath.splitext(name)
+        pattern = re.compile(re.escape(stem) + r"(?:\.([2-9]|[1-9][0-9]+))?" + re.escape(suffix))
+        found: builtins.list[tuple[int, StoredObject]] = []
+        for (held, candidate), (_, stored) in list(self.objects.items()):
+            match = pattern.fullmatch(candidate) if held == bucket else None
+            if match:
+                found.append((int(match.group(1) or 1), stored))
+        return [stored for _, stored in sorted(found, key=lambda item: item[0])]
+
+    def read_json(self, bucket: str, name: str) -> Any:
+        found = self.objects.get((bucket, name))
+        if found is None:
+            return None
+        try:
+            return json.loads(found[0])
+        except ValueError:
+            return None
+
+
+# The fakes satisfy the ports (checked by mypy).
+_SOURCE: DicomWebSource = FakeSource()
+_BUCKET: ObjectStore = FakeBucket()
+_PUBLISHER: EventPublisher = FakePublisher()
