@@ -20,10 +20,10 @@ from worker import retries
 from worker.errors import Code, PermanentError, RetryableError
 from worker.job import HandedOn, Job, Outcome
 from worker.layout import MANIFEST_NAME, SeriesFolder
-from worker.models import GcsLocation, Instance
+from worker.models import GcsLocation
 from worker.pool import BoundedPool
 from worker.retrieve import Copied, SeriesCopy, write_manifest
-from worker.search import find_instances, settled
+from worker.search import complete_listing, settled
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ ROUND_MARGIN_SECONDS = 30.0  # a new round starts only with this much time left 
 
 def archive(job: Job) -> Outcome:
     destination = job.destination()
-    instances = find_instances_or_none(job)
+    instances = complete_listing(job).instances  # absent: empty (archived before?)
     if not instances:
         return _already_archived(job, destination)
     archived: dict[str, Copied] = {}  # copied, checked and deleted by this delivery
@@ -86,16 +86,6 @@ def archive(job: Job) -> Outcome:
     # Time is short, or the search still lists deleted instances (or disagrees with the series
     # metrics) after SEARCH_SETTLE_SECONDS: a fresh delivery searches again and archives what it finds.
     return job.hand_on("the series is not empty yet")
-
-
-def find_instances_or_none(job: Job) -> list[Instance]:
-    """The series' instances; an absent store or study is an empty series here (archived before?)."""
-    try:
-        return find_instances(job)
-    except PermanentError as error:
-        if error.code is Code.SERIES_NOT_FOUND:
-            return []
-        raise
 
 
 def _verify(job: Job, copy: SeriesCopy, entries: list[Copied]) -> None:

@@ -14,7 +14,7 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 
 from worker import retries
-from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.errors import Code, OperationRunning, PermanentError, RetryableError, SourceGone
 from worker.job import HandedOn, Job, Outcome
 from worker.models import Operation
 from worker.search import settled
@@ -25,10 +25,6 @@ NOT_FOUND = 5  # google.rpc.Code.NOT_FOUND
 POLL_MARGIN_SECONDS = 5.0
 ARCHIVE_ROUNDS = 3  # copy, check, delete; then again for instances stored meanwhile
 ROUND_MARGIN_SECONDS = 30.0  # a new round starts only with this much time left before the deadline
-
-
-class _NotDone(Exception):
-    """The operation is still running (the poll's retry predicate)."""
 
 
 # -- delete ---------------------------------------------------------------------------------------
@@ -76,13 +72,13 @@ def _wait(job: Job, name: str) -> Operation | HandedOn:
     def poll() -> Operation:
         operation = job.dicomweb.get_operation(name, store)
         if not operation.done:
-            raise _NotDone()
+            raise OperationRunning()
         return operation
 
     budget = job.remaining() - min(POLL_MARGIN_SECONDS, job.settings.deadline_seconds / 4)
     if budget <= 0:
         return job.hand_on("no time left to wait on the operation", operation=name)
-    polling = retries.polling(api_retry.if_exception_type(_NotDone), budget)
+    polling = retries.polling(api_retry.if_exception_type(OperationRunning), budget)
     try:
         operation = polling(poll)()
     except SourceGone:
@@ -91,7 +87,7 @@ def _wait(job: Job, name: str) -> Operation | HandedOn:
             "the delete operation is not found (unknown or expired); the series was not reported deleted",
             {"operation": name},
         ) from None
-    except (api_exceptions.RetryError, _NotDone):
+    except (api_exceptions.RetryError, OperationRunning):
         return job.hand_on("operation still running", operation=name)
     except RetryableError as error:
         # Polling failed for now. Redelivering this message would DELETE again: hand on the wait instead.

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.errors import Code, InvalidValue, PermanentError, RetryableError, SourceGone
 from worker.http_exchange import CHUNK_BYTES, Exchanges, json_body, parse_json, read_whole, translate_chunks
 from worker.models import DicomStore, Instance, Operation, SeriesRef, is_uid
 from worker.multipart import MultipartError, Part, boundary_from_content_type, iter_parts
@@ -120,7 +120,7 @@ class DicomWebClient:
                 found = SeriesRef(
                     store, _first_value(item, _STUDY) or study_uid or "", _first_value(item, _SERIES)
                 )
-            except (PermanentError, TypeError):
+            except (InvalidValue, TypeError):
                 return None
             return (found.dicomweb_path, found)
 
@@ -387,7 +387,7 @@ def _instance_from_json(item: object, series: SeriesRef) -> Instance | None:
         sop_class = None  # it goes into events and object metadata: a UID or nothing
     try:
         return Instance(study_uid, series_uid, sop_uid, sop_class, number)
-    except (PermanentError, TypeError):
+    except (InvalidValue, TypeError):
         raise _unusable_result() from None
 
 

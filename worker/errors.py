@@ -77,6 +77,28 @@ class InstanceGone(RetryableError):
     """An instance found by the search is gone (404): not worth retrying now; a redelivery searches again."""
 
 
+class InvalidValue(ValueError):
+    """A value (a UID, a store or series path, a bucket name) is not valid. Raised by the value objects in
+    `worker.models`; the request parser reports it as invalid_request, the settings as a SettingsError."""
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed: the deployment is wrong, not the message."""
+
+
+class MultipartError(ValueError):
+    """The body is not a well-formed multipart body (or the Content-Type has no usable boundary); the
+    DICOMweb boundary translates it to RetryableError."""
+
+
+class MultipartTruncatedError(MultipartError):
+    """The body ended before its closing delimiter ``--boundary--`` (e.g. the connection dropped)."""
+
+
+class OperationRunning(Exception):
+    """A long-running operation is not done yet: the signal of the poll's retry rule."""
+
+
 class SourceGone(WorkerError):
     """A 404 from the source: the caller decides whether that is "absent" or an error."""
 

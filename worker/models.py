@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.errors import RetryableError, invalid
+from worker.errors import InvalidValue, RetryableError
 
 DICOMWEB_STORE = "dicomweb"  # how the DICOMWEB_URL server is named where a Healthcare store name goes
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
@@ -30,17 +30,17 @@ def is_uid(value: object) -> bool:
 
 def check_uid(value: object, field: str) -> str:
     if not isinstance(value, str):
-        raise invalid(f"{field} must be a string")
+        raise InvalidValue(f"{field} must be a string")
     if not is_uid(value):
-        raise invalid(f"{field} is not a DICOM UID (digits and dots, at most 64 characters)")
+        raise InvalidValue(f"{field} is not a DICOM UID (digits and dots, at most 64 characters)")
     return value
 
 
 def _check_id(value: object, field: str, pattern: re.Pattern[str]) -> str:
     if not isinstance(value, str):
-        raise invalid(f"{field} must be a string")
+        raise InvalidValue(f"{field} must be a string")
     if not pattern.fullmatch(value) or value in {".", ".."}:
-        raise invalid(f"{field} has characters outside those allowed for it")
+        raise InvalidValue(f"{field} has characters outside those allowed for it")
     return value
 
 
@@ -74,7 +74,7 @@ class DicomStore:
     def parse(cls, name: str) -> DicomStore:
         parts = name.split("/")
         if len(parts) != 8 or parts[0::2] != ["projects", "locations", "datasets", "dicomStores"]:
-            raise invalid("a DICOM store is projects/{p}/locations/{l}/datasets/{d}/dicomStores/{s}")
+            raise InvalidValue("a DICOM store is projects/{p}/locations/{l}/datasets/{d}/dicomStores/{s}")
         return cls(parts[1], parts[3], parts[5], parts[7])
 
 
@@ -126,20 +126,20 @@ def parse_instance_path(path: str) -> tuple[SeriesRef, str]:
 def _parse_dicomweb_path(path: str, *, want_instance: bool) -> tuple[SeriesRef, str | None]:
     what = "an instance path" if want_instance else "a series path"
     if not isinstance(path, str):
-        raise invalid(f"{what} must be a string")
+        raise InvalidValue(f"{what} must be a string")
     if path.startswith("/"):
         path = path[1:]
     parts = path.split("/")
     store: DicomStore | None = None
     if parts[:1] == ["projects"]:
         if len(parts) < 9 or parts[8] != "dicomWeb":
-            raise invalid(f"{what} must contain .../dicomStores/{{s}}/dicomWeb/studies/...")
+            raise InvalidValue(f"{what} must contain .../dicomStores/{{s}}/dicomWeb/studies/...")
         store = DicomStore.parse("/".join(parts[:8]))
         parts = parts[9:]
     expected = ["studies", "series", "instances"] if want_instance else ["studies", "series"]
     if parts[0::2] != expected or len(parts) != 2 * len(expected):
         shape = "studies/{study}/series/{series}" + ("/instances/{sop}" if want_instance else "")
-        raise invalid(f"{what} must end with {shape}")
+        raise InvalidValue(f"{what} must end with {shape}")
     series = SeriesRef(store, parts[1], parts[3])
     return series, check_uid(parts[5], "SOPInstanceUID") if want_instance else None
 
@@ -153,11 +153,11 @@ class GcsLocation:
 
     def __post_init__(self) -> None:
         if not _BUCKET.fullmatch(self.bucket) or ".." in self.bucket:
-            raise invalid("destination bucket is not a valid Cloud Storage bucket name")
+            raise InvalidValue("destination bucket is not a valid Cloud Storage bucket name")
         if self.prefix:
             for component in self.prefix.split("/"):
                 if not _OBJECT_COMPONENT.fullmatch(component) or component in {".", ".."}:
-                    raise invalid(
+                    raise InvalidValue(
                         "destination prefix components may hold letters, digits and _.=+@,- only"
                         " (no empty, '.' or '..' components)"
                     )
@@ -165,9 +165,9 @@ class GcsLocation:
     @classmethod
     def parse(cls, value: object, field: str = "destination") -> GcsLocation:
         if not isinstance(value, str):
-            raise invalid(f"{field} must be a gs:// URL string")
+            raise InvalidValue(f"{field} must be a gs:// URL string")
         if not value.startswith("gs://"):
-            raise invalid(f"{field} must be a gs://bucket/prefix URL")
+            raise InvalidValue(f"{field} must be a gs://bucket/prefix URL")
         bucket, _, prefix = value[len("gs://") :].partition("/")
         return cls(bucket, prefix.rstrip("/"))
 

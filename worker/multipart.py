@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     pass
 
+from worker.errors import MultipartError, MultipartTruncatedError
+
 __all__ = [
     "MAX_TRANSPORT_PADDING",
     "Headers",
@@ -59,14 +61,6 @@ _CRLF: Final = b"\r\n"
 _LENGTH: Final = re.compile(r"[0-9]{1,18}")
 _PARAM: Final = re.compile(r';\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.DOTALL)
 _QUOTED_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
-
-
-class MultipartError(ValueError):
-    """The body is not a well-formed multipart body (or the Content-Type has no usable boundary)."""
-
-
-class MultipartTruncatedError(MultipartError):
-    """The body ended before its closing delimiter ``--boundary--`` (e.g. the connection dropped)."""
 
 
 # --------------------------------------------------------------------------------------------- Content-Type

@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker.continuation import SIGNATURE_FIELD, KeyRing
-from worker.errors import Code, PermanentError, invalid
+from worker.errors import Code, InvalidValue, PermanentError, invalid
 from worker.models import DICOMWEB_STORE, DicomStore, GcsLocation, SeriesRef, check_uid, parse_instance_path
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -130,15 +130,18 @@ def parse_request(message: Message, keys: KeyRing | None = None) -> SeriesReques
     except UnicodeDecodeError:
         raise PermanentError(Code.INVALID_MESSAGE, "message data is not UTF-8") from None
     stripped = text.strip()
-    if stripped.startswith("projects/") and "/instances/" in stripped and not stripped.startswith("{"):
-        return _from_notification(stripped, message)
     try:
-        body = json.loads(text)
-    except (ValueError, RecursionError):  # JSONDecodeError, and numbers too long to convert
-        raise PermanentError(Code.INVALID_MESSAGE, "message data is not JSON") from None
-    if not isinstance(body, dict):
-        raise PermanentError(Code.INVALID_MESSAGE, "message data must be a JSON object")
-    return _from_json(body, message, keys)
+        if stripped.startswith("projects/") and "/instances/" in stripped and not stripped.startswith("{"):
+            return _from_notification(stripped, message)
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError):  # JSONDecodeError, and numbers too long to convert
+            raise PermanentError(Code.INVALID_MESSAGE, "message data is not JSON") from None
+        if not isinstance(body, dict):
+            raise PermanentError(Code.INVALID_MESSAGE, "message data must be a JSON object")
+        return _from_json(body, message, keys)
+    except InvalidValue as error:  # a UID, path or bucket the value objects refused
+        raise invalid(str(error)) from None
 
 
 def request_id_of(message: Message) -> str:

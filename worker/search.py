@@ -41,8 +41,8 @@ def list_series(job: Job) -> Listing:
     return Listing(ordered, job.dicomweb.series_instance_count(series))
 
 
-def find_instances(job: Job) -> list[Instance]:
-    """The series' instances in a stable order (instance number, then SOP UID), complete or nothing.
+def complete_listing(job: Job) -> Listing:
+    """The series as the source shows it, complete or nothing (an absent store or study lists empty).
 
     On the Healthcare API the count must agree with getSeriesMetrics; a difference (an instance stored
     meanwhile) is searched once more, and one that stays is SEARCH_INCOMPLETE.
@@ -51,14 +51,21 @@ def find_instances(job: Job) -> list[Instance]:
     if not listing.consistent:
         time.sleep(RECHECK_SECONDS)
         listing = list_series(job)
-    if listing.absent:
-        raise PermanentError(Code.SERIES_NOT_FOUND, "the DICOM store or study is not found (404)")
     if not listing.consistent:
         raise PermanentError(
             Code.SEARCH_INCOMPLETE,
             f"the search found {len(listing.instances)} instances but the series metrics count"
             f" {listing.metrics_count}; nothing was acted on",
         )
+    return listing
+
+
+def find_instances(job: Job) -> list[Instance]:
+    """The series' instances in a stable order (instance number, then SOP UID), complete or nothing;
+    SERIES_NOT_FOUND when the store or study is not found."""
+    listing = complete_listing(job)
+    if listing.absent:
+        raise PermanentError(Code.SERIES_NOT_FOUND, "the DICOM store or study is not found (404)")
     return listing.instances
 
 
@@ -87,15 +94,12 @@ def search(job: Job) -> Outcome:
     if len(encoded) <= job.settings.event_inline_bytes:
         result["instances"] = listing
         return result
-    try:
-        destination = job.destination()
-    except PermanentError as error:
-        if error.code is not Code.DESTINATION_MISSING:
-            raise
+    if job.request.destination is None and job.settings.default_destination is None:
         raise PermanentError(
             Code.RESULT_TOO_LARGE,
             f"{len(instances)} instances do not fit in an event and no destination is set to write them to",
-        ) from None
+        )
+    destination = job.destination()
     stored = job.storage.write_json(
         destination.bucket,
         SeriesFolder(destination, job.request.series).record(INSTANCES_NAME),

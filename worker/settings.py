@@ -11,17 +11,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from worker.continuation import KeyRing
-from worker.errors import PermanentError
+from worker.errors import InvalidValue, SettingsError
 from worker.models import DICOMWEB_STORE, DicomStore, GcsLocation
 
 _E = TypeVar("_E", bound=StrEnum)
 _N = TypeVar("_N", int, float)
 _TOPIC = re.compile(r"projects/[a-z0-9.:-]+/topics/[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
 _ANY_ID = "any-id"  # valid in every place of a store path: stands in for `*` while DicomStore checks the rest
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed: the deployment is wrong, not the message."""
 
 
 class Auth(StrEnum):
@@ -167,8 +163,8 @@ def _location(name: str, value: str | None) -> GcsLocation | None:
         return None
     try:
         return GcsLocation.parse(value)
-    except PermanentError as error:
-        raise SettingsError(f"{name}: {error.message}") from None
+    except InvalidValue as error:
+        raise SettingsError(f"{name}: {error}") from None
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -203,7 +199,7 @@ def _store_pattern(place: int, item: str) -> str:
 def _is_store(name: str) -> bool:
     try:
         DicomStore.parse(name)
-    except PermanentError:
+    except InvalidValue:
         return False
     return True
 

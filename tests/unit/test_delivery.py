@@ -36,14 +36,14 @@ from tests.unit.fakes import (
 from worker import logs
 from worker.continuation import KeyRing
 from worker.delivery import Worker
-from worker.errors import Code, PermanentError, RetryableError, WorkerError, invalid
+from worker.errors import Code, PermanentError, RetryableError, SettingsError, WorkerError, invalid
 from worker.events import CompletionEvent
 from worker.job import MAX_CONTINUATIONS, Job, Outcome
 from worker.models import GcsLocation, SeriesRef
 from worker.ports import Ports
 from worker.pubsub import Publisher
 from worker.request import Action, Message, SeriesRequest, parse_request
-from worker.settings import Settings, SettingsError
+from worker.settings import Settings
 
 KEYS = KeyRing.parse("worker-1=" + "k" * 32)
 SETTINGS = Settings(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.fakes import DATASET, LOCATION, PROJECT, SERIES, SOP, STORE, STORE_ID, STUDY
-from worker.errors import Code, PermanentError
+from worker.errors import InvalidValue
 from worker.models import DicomStore, GcsLocation, Instance, SeriesRef, check_uid, parse_instance_path
 
 BAD_BUCKET = "destination bucket is not a valid Cloud Storage bucket name"
@@ -15,9 +15,9 @@ BAD_PREFIX = (
 )
 
 
-def permanent(error: pytest.ExceptionInfo[PermanentError]) -> str:
-    assert error.value.code is Code.INVALID_REQUEST
-    return error.value.message
+def permanent(error: pytest.ExceptionInfo[InvalidValue]) -> str:
+    """The value objects raise InvalidValue (a ValueError) with a message for the sender."""
+    return str(error.value)
 
 
 # -- GcsLocation ----------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def test_within_compares_whole_path_components(location: str, allowed: str, with
     ],
 )
 def test_bad_buckets(url: str) -> None:
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(InvalidValue) as error:
         GcsLocation.parse(url)
     assert permanent(error) == BAD_BUCKET
 
@@ -122,7 +122,7 @@ def test_bad_buckets(url: str) -> None:
     ],
 )
 def test_bad_prefixes(prefix: str) -> None:
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(InvalidValue) as error:
         GcsLocation.parse(f"gs://my-bucket/{prefix}")
     assert permanent(error) == BAD_PREFIX
 
@@ -131,7 +131,7 @@ def test_bad_prefixes(prefix: str) -> None:
     ("value", "named"), [(None, "must be a gs:// URL string"), ("b/x", "must be a gs://")]
 )
 def test_parse_names_the_field(value: object, named: str) -> None:
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(InvalidValue) as error:
         GcsLocation.parse(value, "DEFAULT_DESTINATION")
     assert permanent(error).startswith(f"DEFAULT_DESTINATION {named}")
 
@@ -165,7 +165,7 @@ def test_domain_scoped_project() -> None:
     ],
 )
 def test_dicom_store_parse_rejects_other_shapes(name: str) -> None:
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(InvalidValue) as error:
         DicomStore.parse(name)
     assert permanent(error) == "a DICOM store is projects/{p}/locations/{l}/datasets/{d}/dicomStores/{s}"
 
@@ -183,13 +183,13 @@ def test_dicom_store_parse_rejects_other_shapes(name: str) -> None:
     ],
 )
 def test_dicom_store_components_are_validated(components: tuple[str, str, str, str], field: str) -> None:
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(InvalidValue) as error:
         DicomStore(*components)
     assert permanent(error) == f"{field} has characters outside those allowed for it"
 
 
 def test_dicom_store_components_must_be_strings() -> None:
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(InvalidValue) as error:
         DicomStore(PROJECT, LOCATION, 7, STORE_ID)  # type: ignore[arg-type]
     assert permanent(error) == "datasetsId must be a string"
 
@@ -221,7 +221,7 @@ def test_source_of_a_dicomweb_series_is_relative() -> None:
     ],
 )
 def test_series_ref_validates_its_uids(study: str, series: str, named: str) -> None:
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(InvalidValue) as error:
         SeriesRef(None, study, series)
     assert permanent(error) == f"{named} is not a DICOM UID (digits and dots, at most 64 characters)"
 
@@ -242,7 +242,7 @@ def test_check_uid_accepts(uid: str) -> None:
 
 
 def test_check_uid_names_the_field() -> None:
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(InvalidValue) as error:
         check_uid(1.2, "SOPInstanceUID")
     assert permanent(error) == "SOPInstanceUID must be a string"
 
@@ -267,12 +267,12 @@ def test_instance_as_event_holds_uids_and_counts_only() -> None:
     ],
 )
 def test_instance_validates_its_uids(uids: tuple[str, str, str], named: str) -> None:
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(InvalidValue) as error:
         Instance(*uids)
     assert permanent(error).startswith(f"{named} is not a DICOM UID")
 
 
 def test_instance_without_a_sop_uid() -> None:
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(InvalidValue) as error:
         Instance(STUDY, SERIES, None)  # type: ignore[arg-type]
     assert permanent(error) == "SOPInstanceUID must be a string"

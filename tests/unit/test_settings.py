@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from worker.continuation import KeyRing
+from worker.errors import SettingsError
 from worker.models import GcsLocation
-from worker.settings import Auth, Settings, SettingsError
+from worker.settings import Auth, Settings
 
 SECRET = "s3cr3t-Token.value"
 KEYS = "k2=" + "B" * 40 + ",k1=" + "A" * 32

@@ -11,11 +11,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from worker.cli.arguments import UsageError
-from worker.errors import PermanentError
+from worker.errors import InvalidValue, PermanentError, SettingsError
 from worker.models import DicomStore, SeriesRef, check_uid
 from worker.ports import DicomWebSource
 from worker.request import Message, SeriesRequest, parse_request
-from worker.settings import Settings, SettingsError
+from worker.settings import Settings
 
 VALIDATION_MESSAGE_ID = "cli-validation"  # stands in for the message id while a request is checked
 
@@ -27,7 +27,7 @@ def usage_errors() -> Iterator[None]:
         yield
     except PermanentError as error:
         raise UsageError(error.message) from None
-    except SettingsError as error:
+    except (InvalidValue, SettingsError) as error:
         raise UsageError(str(error)) from None
 
 
