@@ -10,18 +10,21 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import google_crc32c
 
 from infra.local.dicom_factory import make_instance
 from tests.schemas import assert_valid_event, assert_valid_request
+from worker.continuation import KeyRing
 from worker.errors import ObjectExists, RetryableError, SourceGone, WorkerError
+from worker.job import Job
 from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject
-from worker.ports import DicomWebSource, EventPublisher, ObjectStore
+from worker.ports import DicomWebSource, EventPublisher, ObjectStore, Ports
 from worker.pubsub import Publisher
-from worker.request import Message
+from worker.request import Action, Message, SeriesRequest, parse_request
+from worker.settings import Settings
 from worker.storage import crc32c_base64
 
 PROJECT = "my-project"
@@ -446,6 +449,77 @@ class FakeBucket:
             return json.loads(found[0])
         except ValueError:
             return None
+
+
+# -- a job on the fakes ------------------------------------------------------------------------------
+
+KEYS = KeyRing.parse("worker-1=" + "k" * 32)
+BUCKET = "my-bucket"
+DESTINATION = GcsLocation(BUCKET, "archive")
+ACTION_SETTINGS = Settings(
+    completion_topic=COMPLETION_TOPIC,
+    request_topic=REQUEST_TOPIC,
+    continuation_keys=KEYS,
+    delete_enabled=True,
+    default_destination=DESTINATION,
+    concurrency=4,
+    deadline_seconds=60,
+    search_settle_seconds=0.0,
+)
+
+
+class Clock:
+    """A monotonic clock that moves only when told (`advance`) or when slept on (`sleep`)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.slept: builtins.list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Fakes:
+    """The ports of one test, and what it needs to build jobs on them."""
+
+    source: FakeSource = field(default_factory=FakeSource)
+    bucket: FakeBucket = field(default_factory=FakeBucket)
+    publisher: FakePublisher = field(default_factory=FakePublisher)
+    clock: Clock = field(default_factory=Clock)
+
+    @property
+    def ports(self) -> Ports:
+        return Ports(self.source, self.bucket, self.publisher)
+
+    def job(
+        self,
+        action: Action,
+        *,
+        settings: Settings = ACTION_SETTINGS,
+        remaining: float = 60.0,
+        request_id: str = "req-1",
+        **fields: Any,
+    ) -> Job:
+        """A job on the fakes' series, `remaining` seconds before its deadline by the fakes' clock."""
+        request = SeriesRequest(action, self.source.series, request_id, **fields)
+        return Job(request, settings, self.ports, self.clock() + remaining, clock=self.clock)
+
+    def follow_up(self, job: Job, *, remaining: float = 60.0) -> Job:
+        """The job of the last request handed on to REQUEST_TOPIC, parsed as the worker would."""
+        handed = self.publisher.to(REQUEST_TOPIC)[-1]
+        request = parse_request(Message(handed.data, handed.attributes, "follow-up-1"), KEYS)
+        return Job(request, job.settings, self.ports, self.clock() + remaining, clock=self.clock)
 
 
 # The fakes satisfy the ports (checked by mypy).
