@@ -28,13 +28,11 @@ Not thread-safe: one consumer reads the parts, in order.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    pass
+from collections.abc import Iterable, Iterator
+from typing import Final
 
 from worker.errors import MultipartError, MultipartTruncatedError
+from worker.media_type import Headers, content_type_params, parse_content_type
 
 __all__ = [
     "MAX_TRANSPORT_PADDING",
@@ -59,40 +57,9 @@ _DASH: Final = 0x2D
 _CRLF: Final = b"\r\n"
 #: A Content-Length: decimal digits, few enough for int() and for any real body (below 10**18 bytes).
 _LENGTH: Final = re.compile(r"[0-9]{1,18}")
-_PARAM: Final = re.compile(r';\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.DOTALL)
-_QUOTED_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
 
 
 # --------------------------------------------------------------------------------------------- Content-Type
-
-
-def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
-    """Split a Content-Type value into its lower-cased media type and its parameters.
-
-    Parameter names are lower-cased, values are unquoted (``\\x`` quoted pairs resolved) and otherwise kept
-    as sent; the first occurrence of a name wins; malformed parameters are skipped.
-    """
-    media_type, _, _ = value.partition(";")
-    params: dict[str, str] = {}
-    pos = len(media_type)
-    while pos < len(value):
-        match = _PARAM.match(value, pos)
-        if match is None:
-            nxt = value.find(";", pos + 1)
-        else:
-            name, raw = match.group(1).lower(), match.group(2)
-            raw = _QUOTED_PAIR.sub(r"\1", raw[1:-1]) if raw.startswith('"') else raw.strip()
-            params.setdefault(name, raw)
-            nxt = value.find(";", match.end())
-        if nxt < 0:
-            break
-        pos = nxt
-    return media_type.strip().lower(), params
-
-
-def content_type_params(value: str) -> dict[str, str]:
-    """The parameters of a Content-Type value (lower-cased names, unquoted values): boundary, type, ..."""
-    return parse_content_type(value)[1]
 
 
 def boundary_from_content_type(content_type: str) -> str:
@@ -120,36 +87,6 @@ def _delimiter(boundary: str) -> bytes:
     if b"\r" in raw or b"\n" in raw:
         raise MultipartError("multipart boundary contains CR or LF")
     return b"\r\n--" + raw
-
-
-# ------------------------------------------------------------------------------------------------- Headers
-
-
-class Headers(Mapping[str, str]):
-    """Read-only part headers: case-insensitive lookup, iteration yields lower-case names.
-
-    A repeated header's values are joined with ``", "``.
-    """
-
-    __slots__ = ("_fields",)
-
-    def __init__(self, fields: Mapping[str, str] | None = None) -> None:
-        self._fields: dict[str, str] = {k.lower(): v for k, v in (fields or {}).items()}
-
-    def __getitem__(self, name: str) -> str:
-        return self._fields[name.lower()]
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._fields
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
-
-    def __repr__(self) -> str:
-        return f"Headers({self._fields!r})"
 
 
 # ---------------------------------------------------------------------------------------------------- Part

@@ -99,10 +99,13 @@ class FakeServer:
                     self.send_header("Content-Length", str(length))
                 self.end_headers()
                 if reply.trickle:
-                    for byte in reply.body:
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                        time.sleep(reply.trickle)
+                    try:
+                        for byte in reply.body:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(reply.trickle)
+                    except OSError:  # the client ended the exchange at its deadline, as it should
+                        self.close_connection = True
                 else:
                     self.wfile.write(reply.body)
                 if reply.content_length is not None:
