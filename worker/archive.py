@@ -19,10 +19,11 @@ from google.api_core import exceptions as api_exceptions
 from worker import retries
 from worker.errors import Code, PermanentError, RetryableError
 from worker.job import HandedOn, Job, Outcome
-from worker.layout import MANIFEST_NAME, SeriesFolder
+from worker.layout import SeriesFolder
+from worker.manifest import Copied, latest_manifest, write_manifest
 from worker.models import GcsLocation
 from worker.pool import BoundedPool
-from worker.retrieve import Copied, SeriesCopy, write_manifest
+from worker.retrieve import SeriesCopy
 from worker.search import complete_listing, settled
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ def archive(job: Job) -> Outcome:
             return copied
         entries = [copied[instance.sop_uid] for instance in instances]
         _verify(job, copy, entries)
-        manifest = write_manifest(job, copy, [*archived.values(), *entries])
+        manifest = write_manifest(
+            job.storage, copy.folder, copy.transfer_syntax, [*archived.values(), *entries]
+        )
         log.info("archive verified; deleting the instances", extra={"instanceCount": len(entries)})
         outcome = _delete_instances(job, [entry.sop_uid for entry in entries])
         if isinstance(outcome, HandedOn):
@@ -136,23 +139,14 @@ def _already_archived(job: Job, destination: GcsLocation) -> Outcome:
     """The source has no such series: an earlier delivery may have archived it (a redelivery, or one
     whose event was lost). Only a manifest this worker wrote for the same series of the same store says
     so; without one the series is not found. Nothing is claimed verified or deleted by this delivery."""
-    folder = SeriesFolder(destination, job.request.series)
-    series = job.request.series
-    source_store = series.store_name
-    for stored in reversed(job.storage.json_versions(folder.bucket, folder.record(MANIFEST_NAME))):
-        body = job.storage.read_json(destination.bucket, stored.name)
-        if (
-            isinstance(body, dict)
-            and body.get("sourceStore") == source_store
-            and body.get("series") == series.source
-            and isinstance(body.get("instanceCount"), int)
-        ):
-            log.info("the series is absent from the source and its manifest is in the bucket")
-            return {
-                "instanceCount": body["instanceCount"],
-                "bytes": body.get("bytes"),
-                "destination": body.get("destination"),
-                "manifestUri": stored.uri,
-                "alreadyAbsent": True,
-            }
-    raise PermanentError(Code.SERIES_NOT_FOUND, "the series has no instances in the source")
+    found = latest_manifest(job.storage, SeriesFolder(destination, job.request.series))
+    if found is None:
+        raise PermanentError(Code.SERIES_NOT_FOUND, "the series has no instances in the source")
+    log.info("the series is absent from the source and its manifest is in the bucket")
+    return {
+        "instanceCount": found.body["instanceCount"],
+        "bytes": found.body.get("bytes"),
+        "destination": found.body.get("destination"),
+        "manifestUri": found.stored.uri,
+        "alreadyAbsent": True,
+    }

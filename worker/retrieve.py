@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import google_crc32c
@@ -20,7 +19,8 @@ from google.api_core import exceptions as api_exceptions
 from worker import retries
 from worker.errors import Code, InstanceGone, ObjectExists, PermanentError, RetryableError, SourceGone
 from worker.job import HandedOn, Job, Outcome
-from worker.layout import MANIFEST_NAME, METADATA_NAME, SeriesFolder
+from worker.layout import METADATA_NAME, SeriesFolder
+from worker.manifest import Copied, write_manifest
 from worker.models import GcsLocation, Instance, StoredObject, is_uid
 from worker.multipart import content_type_params
 from worker.part10 import peek_identity
@@ -34,29 +34,6 @@ log = logging.getLogger(__name__)
 WRITER = "dicom-series-worker"
 INSTANCE_RETRY_SLACK_SECONDS = 30.0
 SERIES_BUFFER_BYTES = 32 * 1024 * 1024  # mode series: parts read ahead and waiting on their upload
-
-
-@dataclass(frozen=True)
-class Copied:
-    """One instance safely in the bucket: the manifest entry."""
-
-    sop_uid: str
-    sop_class_uid: str | None
-    object_name: str
-    size: int
-    crc32c: str
-    transfer_syntax: str | None
-    uploaded: bool
-
-    def as_manifest(self) -> dict[str, Any]:
-        return {
-            "sopInstanceUID": self.sop_uid,
-            "sopClassUID": self.sop_class_uid,
-            "object": self.object_name,
-            "size": self.size,
-            "crc32c": self.crc32c,
-            "transferSyntaxUID": self.transfer_syntax,
-        }
 
 
 class SeriesCopy:
@@ -338,29 +315,6 @@ def _measure(chunks: Iterator[bytes]) -> tuple[int, str]:
     return size, crc32c_base64(checksum)
 
 
-def manifest(job: Job, copy: SeriesCopy, copied: list[Copied]) -> dict[str, Any]:
-    """Deterministic (no timestamps), so every delivery of the same request writes the same manifest."""
-    return {
-        "manifestVersion": "1",
-        "series": job.request.series.source,
-        "sourceStore": job.request.series.store_name,
-        "studyInstanceUID": job.request.series.study_uid,
-        "seriesInstanceUID": job.request.series.series_uid,
-        "destination": copy.folder.uri,
-        "requestedTransferSyntax": copy.transfer_syntax,
-        "instanceCount": len(copied),
-        "bytes": sum(item.size for item in copied),
-        "instances": [item.as_manifest() for item in sorted(copied, key=lambda item: item.sop_uid)],
-    }
-
-
-def write_manifest(job: Job, copy: SeriesCopy, copied: list[Copied]) -> StoredObject:
-    """Write the manifest create-only; a manifest that differs from one already there is stored as the
-    next version (`manifest.2.json`, ...), never over it."""
-    body = manifest(job, copy, copied)
-    return job.storage.write_json(copy.folder.bucket, copy.folder.record(MANIFEST_NAME), body)
-
-
 def copy_series(job: Job) -> Outcome:
     """Copy the whole series and write its manifest."""
     destination = job.destination()
@@ -372,7 +326,7 @@ def copy_series(job: Job) -> Outcome:
     if isinstance(done, HandedOn):
         return done
     copied = [done[instance.sop_uid] for instance in instances]
-    stored = write_manifest(job, copy, copied)
+    stored = write_manifest(job.storage, copy.folder, copy.transfer_syntax, copied)
     result: dict[str, Any] = {
         "instanceCount": len(copied),
         "bytes": sum(item.size for item in copied),

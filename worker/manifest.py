@@ -1,0 +1,87 @@
+"""The manifest: what one request put in a series' folder, instance by instance, written once.
+
+It holds no timestamps, so every delivery of the same request writes the same bytes; a manifest with
+other content (the series grew, an archive round added instances) is stored as the next version
+(`manifest.2.json`, ...), never over the first (worker.storage.write_json).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from worker.layout import MANIFEST_NAME, SeriesFolder
+from worker.models import StoredObject
+from worker.ports import ObjectStore
+
+MANIFEST_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Copied:
+    """One instance safely in the bucket: a manifest entry."""
+
+    sop_uid: str
+    sop_class_uid: str | None
+    object_name: str
+    size: int
+    crc32c: str
+    transfer_syntax: str | None
+    uploaded: bool
+
+    def as_manifest(self) -> dict[str, Any]:
+        return {
+            "sopInstanceUID": self.sop_uid,
+            "sopClassUID": self.sop_class_uid,
+            "object": self.object_name,
+            "size": self.size,
+            "crc32c": self.crc32c,
+            "transferSyntaxUID": self.transfer_syntax,
+        }
+
+
+def manifest_body(
+    folder: SeriesFolder, requested_transfer_syntax: str, copied: list[Copied]
+) -> dict[str, Any]:
+    series = folder.series
+    return {
+        "manifestVersion": MANIFEST_VERSION,
+        "series": series.source,
+        "sourceStore": series.store_name,
+        "studyInstanceUID": series.study_uid,
+        "seriesInstanceUID": series.series_uid,
+        "destination": folder.uri,
+        "requestedTransferSyntax": requested_transfer_syntax,
+        "instanceCount": len(copied),
+        "bytes": sum(item.size for item in copied),
+        "instances": [item.as_manifest() for item in sorted(copied, key=lambda item: item.sop_uid)],
+    }
+
+
+def write_manifest(
+    storage: ObjectStore, folder: SeriesFolder, requested_transfer_syntax: str, copied: list[Copied]
+) -> StoredObject:
+    """Write the manifest create-only, as a new version when one with other content is there."""
+    body = manifest_body(folder, requested_transfer_syntax, copied)
+    return storage.write_json(folder.bucket, folder.record(MANIFEST_NAME), body)
+
+
+@dataclass(frozen=True)
+class FoundManifest:
+    stored: StoredObject
+    body: dict[str, Any]
+
+
+def latest_manifest(storage: ObjectStore, folder: SeriesFolder) -> FoundManifest | None:
+    """The newest manifest this worker wrote in the folder for the same series of the same store."""
+    series = folder.series
+    for stored in reversed(storage.json_versions(folder.bucket, folder.record(MANIFEST_NAME))):
+        body = storage.read_json(folder.bucket, stored.name)
+        if (
+            isinstance(body, dict)
+            and body.get("sourceStore") == series.store_name
+            and body.get("series") == series.source
+            and isinstance(body.get("instanceCount"), int)
+        ):
+            return FoundManifest(stored, body)
+    return None
