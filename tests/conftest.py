@@ -1,4 +1,4 @@
-"""Session fixtures for the real local stack (infra/local/stack.py).
+"""Session fixtures for the real local stack (infra/local/stack/).
 
 * ``stack`` (session): Pub/Sub emulator, fake-gcs-server and, once it exists, the Healthcare API emulator,
   started once per session in a temporary run directory; exports ``STORAGE_EMULATOR_HOST`` and

@@ -1,4 +1,4 @@
-"""Tests of the local stack itself (infra/local/stack.py): start, loopback only, delivery, stop."""
+"""Tests of the local stack itself (infra/local/stack/): start, loopback only, delivery, stop."""
 
 from __future__ import annotations
 
