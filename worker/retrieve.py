@@ -10,8 +10,8 @@ overwritten. So a redelivered or continued request finishes without duplicates, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import google_crc32c
 from google.api_core import exceptions as api_exceptions
@@ -25,11 +25,13 @@ from worker.models import GcsLocation, Instance, StoredObject, is_uid
 from worker.multipart import content_type_params
 from worker.part10 import peek_identity
 from worker.pool import BoundedPool
+from worker.ports import Part
 from worker.request import Mode
 from worker.search import find_instances
 from worker.storage import SMALL_OBJECT_BYTES, crc32c_base64
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 WRITER = "dicom-series-worker"
 INSTANCE_RETRY_SLACK_SECONDS = 30.0
@@ -89,6 +91,13 @@ class SeriesCopy:
         return copied
 
     def _transfer_instance(self, instance: Instance) -> Copied:
+        return self._from_source(
+            instance, lambda part: self.store_part(instance, part.headers, part.iter_chunks())
+        )
+
+    def _from_source(self, instance: Instance, consume: Callable[[Part], _R]) -> _R:
+        """RetrieveInstance, the part handed to `consume`; a 404 is InstanceGone (a redelivery searches
+        again)."""
         try:
             with self.job.dicomweb.retrieve_instance(
                 self.job.request.series,
@@ -96,7 +105,7 @@ class SeriesCopy:
                 self.transfer_syntax,
                 deadline=self.exchange_deadline,
             ) as part:
-                return self.store_part(instance, part.headers, part.iter_chunks())
+                return consume(part)
         except SourceGone:
             raise InstanceGone(f"instance {instance.sop_uid} is no longer in the source (404)") from None
 
@@ -185,16 +194,7 @@ class SeriesCopy:
         )
 
     def _measure(self, instance: Instance) -> tuple[int, str]:
-        try:
-            with self.job.dicomweb.retrieve_instance(
-                self.job.request.series,
-                instance.sop_uid,
-                self.transfer_syntax,
-                deadline=self.exchange_deadline,
-            ) as part:
-                return _measure(part.iter_chunks())
-        except SourceGone:
-            raise InstanceGone(f"instance {instance.sop_uid} is no longer in the source (404)") from None
+        return self._from_source(instance, lambda part: _measure(part.iter_chunks()))
 
     # -- the whole series ----------------------------------------------------------------------------
 
