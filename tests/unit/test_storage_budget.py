@@ -88,9 +88,29 @@ def test_byte_budget_waits_until_room_is_freed() -> None:
     waiting.join()
 
 
+def hold_in_a_thread(budget: ByteBudget, size: int, release: threading.Event) -> threading.Event:
+    """Ask for `size` in another thread and keep it until `release`; the event is set once it holds."""
+    entered = threading.Event()
+
+    def hold() -> None:
+        with budget.hold(size):
+            entered.set()
+            release.wait(5)
+
+    threading.Thread(target=hold, daemon=True).start()
+    return entered
+
+
 @pytest.mark.parametrize("size", [0, 10, 11])
 def test_byte_budget_lets_a_lone_holder_through(size: int) -> None:
     budget = ByteBudget(10)
+    release = threading.Event()
 
-    with budget.hold(size):
-        pass
+    entered = hold_in_a_thread(budget, size, release)
+
+    assert entered.wait(5)  # at once, even over the limit: one holder alone may exceed it
+    second = hold_in_a_thread(budget, 1, release)
+    assert second.wait(0.2) is (size + 1 <= 10)  # and it counts against the others while it holds
+    release.set()
+    assert second.wait(5)
+    assert hold_in_a_thread(budget, 10, threading.Event()).wait(5)  # all of it is given back
