@@ -72,7 +72,7 @@ def test_a_changed_hand_on_no_longer_verifies() -> None:
     fakes = Fakes()
     fakes.job(Action.ARCHIVE).hand_on("deadline")
     body = fakes.publisher.published[0].json()
-    body["continuation"] = 0 + 5
+    body["continuation"] = 5
 
     with pytest.raises(PermanentError) as error:
         parse_request(Message(json.dumps(body).encode(), {}, "m-2"), KEYS)
