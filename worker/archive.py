@@ -143,10 +143,8 @@ def _already_archived(job: Job, destination: GcsLocation) -> Outcome:
     if found is None:
         raise PermanentError(Code.SERIES_NOT_FOUND, "the series has no instances in the source")
     log.info("the series is absent from the source and its manifest is in the bucket")
-    return {
-        "instanceCount": found.body["instanceCount"],
-        "bytes": found.body.get("bytes"),
-        "destination": found.body.get("destination"),
-        "manifestUri": found.stored.uri,
-        "alreadyAbsent": True,
-    }
+    result = {"instanceCount": found.body["instanceCount"], "manifestUri": found.stored.uri}
+    for key, kind in (("bytes", int), ("destination", str)):  # copied only when of the schema's type
+        if isinstance(found.body.get(key), kind):
+            result[key] = found.body[key]
+    return {**result, "alreadyAbsent": True}
