@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import requests
 
 from infra.local.healthcare_emulator import HealthcareEmulator, start_emulator
+from infra.local.stack.gcs import FakeGcs
 
 STORE = "projects/p/locations/us-central1/datasets/d/dicomStores/s"
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
@@ -105,3 +107,49 @@ def parse_multipart(resp: requests.Response) -> tuple[str, list[tuple[dict[str, 
         parts.append((headers, content))
         pos = start + length + 2
     return match.group(1), parts
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
+    """fake-gcs-server on 127.0.0.1 (no permission front: import reads as the Healthcare service agent)."""
+    server = FakeGcs(tmp_path_factory.mktemp("gcs"), front=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class ImportEnv(Env):
+    gcs: FakeGcs
+    bucket: str
+
+    def upload(self, name: str, data: bytes) -> None:
+        resp = self.http.post(
+            f"{self.gcs.admin_url}/upload/storage/v1/b/{self.bucket}/o",
+            params={"uploadType": "media", "name": name},
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=30,
+        )
+        assert resp.status_code == 200, resp.text
+
+    def start_import(self, uri: str, **extra: object) -> requests.Response:
+        body = {"gcsSource": {"uri": uri}, **extra}
+        return self.http.post(f"{self.url}/v1/{STORE}:import", json=body, timeout=30)
+
+
+@pytest.fixture
+def importing(tmp_path: Path, gcs: FakeGcs) -> Iterator[ImportEnv]:
+    """An emulator that imports from `gcs`, its store, and a fresh bucket of the test's own."""
+    emu = start_emulator("127.0.0.1", 0, tmp_path / "data", operation_delay=0.3, storage_url=gcs.admin_url)
+    bucket = gcs.create_bucket(f"import-{uuid.uuid4().hex[:12]}")
+    try:
+        with requests.Session() as http:
+            http.trust_env = False
+            e = ImportEnv(emu, http, gcs, bucket)
+            e.admin("POST", "stores", {"name": STORE})
+            yield e
+    finally:
+        emu.stop()

@@ -1,7 +1,8 @@
 """A local stand-in for the Cloud Healthcare API DICOMweb surface (development and tests; never deployed).
 
 Run: ``python -m infra.local.healthcare_emulator --host 127.0.0.1 --port PORT --data-dir DIR
-[--operation-delay SECONDS] [--absent-delete 404|operation] [--boundary-quoting quoted|unquoted|random]``;
+[--operation-delay SECONDS] [--absent-delete 404|operation] [--boundary-quoting quoted|unquoted|random]
+[--storage-url http://127.0.0.1:PORT]``;
 it prints ``READY http://127.0.0.1:PORT`` when listening (``--port 0`` picks a free port). In-process:
 ``emu = start_emulator("127.0.0.1", 0, tmp_path)``, then ``emu.url`` / ``emu.dicomweb_root(store)`` /
 ``emu.stop()``. It binds to loopback addresses only and sends no traffic anywhere.
@@ -25,6 +26,17 @@ Documented facts it implements (see shared/reference/healthcare-dicomweb.md):
   is ``done`` after the operation delay, with ``response`` or ``error``; instances vanish at completion;
   storing into a series while its delete runs answers 409; instance delete is synchronous with ``{}``.
 - ``:getSeriesMetrics`` (what the worker calls) with int64 fields as strings.
+- The routes are a table (``routes.ROUTES``), each named by its method in Google's discovery document
+  ``healthcare.v1.json``; ``tests/contract`` checks them against it. A path no route has answers 404, a
+  method a path does not take 405 with ``Allow``.
+- ``POST v1/{store}:import`` with ``{"gcsSource": {"uri": "gs://bucket/path"}}`` (``*``, ``?``, a final
+  ``**`` or ``**.dcm``; a bad pattern or an unknown field answers 400) reads the matching objects from
+  the Cloud Storage JSON API at ``--storage-url`` (fake-gcs-server; no credentials; loopback only) and
+  returns an Operation (apiMethodName ``google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData``),
+  done when every object is read and at least the operation delay has passed. An instance already in
+  the store is skipped and counted in ``counter.success`` (the API "accepts duplicate DICOM instances by
+  ignoring the newly-pushed instance"); an object that is not DICOM (or an instance of a series being
+  deleted) counts in ``counter.failure``. Zero counters are left out (proto3 JSON).
 
 Choices where the real behaviour is unconfirmed or not needed (change them here, not in clients):
 - A limit above the maximum is clamped to it, with ``Warning: 299 host: "The limit exceeds the maximum
@@ -50,8 +62,13 @@ Choices where the real behaviour is unconfirmed or not needed (change them here,
   with ``error: {"code": 5, "message": "... not found"}`` (``operation``). A successful operation's
   ``response`` is ``{}``. Operation ids are numeric strings; ``counter`` is ``{}`` at creation, then
   ``{"success": "N"}`` or ``{"failure": "1"}``; ``logsUrl`` is a console link that is never fetched.
+- Import errors (the discovery document: "Returns an error if any of the files to import are not DICOM
+  files"): no object matches, code 5 (NOT_FOUND; also a missing bucket); any object not imported, code 3
+  (INVALID_ARGUMENT) with the counter still counting successes and failures; otherwise ``response`` is
+  ``{"@type": "...ImportDicomDataResponse"}``. Without ``--storage-url`` import answers 501.
 - Metadata gives PixelData (and other binary attributes over 1 KiB) as ``BulkDataURI`` under the instance
-  URL; those URIs, frames and rendered answer 501. ``structuredStorageSizeBytes`` of metrics is an estimate.
+  URL (``.../bulkdata/TAG``, one segment: no route, so 404); frames, rendered and bulk data at Google's
+  documented paths answer 501. ``structuredStorageSizeBytes`` of metrics is an estimate.
 - ``includefield=all`` returns every attribute but bulk data at instance level, the patient/study (and
   series) attributes of the first instance at study (series) level. JSON answers are
   ``application/dicom+json; charset=utf-8`` (or ``application/json; charset=utf-8``); a method a resource does

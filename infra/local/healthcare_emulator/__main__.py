@@ -1,4 +1,5 @@
-"""Command line: ``python -m infra.local.healthcare_emulator --host 127.0.0.1 --port 0 --data-dir DIR``."""
+"""Command line: ``python -m infra.local.healthcare_emulator --host 127.0.0.1 --port 0 --data-dir DIR
+[--storage-url http://127.0.0.1:PORT]``."""
 
 from __future__ import annotations
 
@@ -21,19 +22,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operation-delay", type=float, default=0.5, help="seconds until a delete is done")
     parser.add_argument("--absent-delete", choices=("404", "operation"), default="404")
     parser.add_argument("--boundary-quoting", choices=("quoted", "unquoted", "random"), default="random")
+    parser.add_argument(
+        "--storage-url",
+        default=None,
+        help="the Cloud Storage JSON API that import reads (fake-gcs-server on 127.0.0.1, no credentials)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request on stderr")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="healthcare-emulator-") as tmp:
-        emulator = HealthcareEmulator(
-            args.data_dir or tmp,
-            args.host,
-            args.port,
-            operation_delay=args.operation_delay,
-            absent_delete=args.absent_delete,
-            boundary_quoting=args.boundary_quoting,
-            verbose=args.verbose,
-        ).start()
+        try:
+            emulator = HealthcareEmulator(
+                args.data_dir or tmp,
+                args.host,
+                args.port,
+                operation_delay=args.operation_delay,
+                absent_delete=args.absent_delete,
+                boundary_quoting=args.boundary_quoting,
+                storage_url=args.storage_url,
+                verbose=args.verbose,
+            ).start()
+        except ValueError as error:  # a host or storage URL off loopback
+            parser.error(str(error))
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:

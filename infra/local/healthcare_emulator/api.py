@@ -1,11 +1,12 @@
 """The Healthcare API surface of the emulator: the handlers of DICOMweb (QIDO-RS, WADO-RS, STOW-RS, delete,
-series metrics) and of operations. Media types are in ``negotiation``, QIDO-RS queries in ``qido``."""
+series metrics), of import and of operations. The routes are in ``routes`` (one ``route_<handler>`` method
+here per handler they name), media types in ``negotiation``, QIDO-RS queries in ``qido``, the Cloud Storage
+side of import in ``gcs_import``."""
 
 from __future__ import annotations
 
 import gc
 import random
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,21 +26,14 @@ from .dicom import (
     with_bulk_uris,
 )
 from .errors import ApiError
+from .gcs_import import parse_import_request
 from .messages import Request, Response, error_response, json_response
 from .multipart import part_head, split_multipart
 from .negotiation import DICOM_JSON, check_json_accept, negotiate_retrieve, parse_media_type
 from .qido import TRUNCATED_WARNING, parse_qido, search
 from .records import Instance, Store
+from .routes import ROUTES, Route, resolve
 from .state import EmulatorState
-
-STORE_PATH = re.compile(
-    r"^/v1/(?P<dataset>projects/[^/]+/locations/[^/]+/datasets/[^/]+)/dicomStores/(?P<store>[^/]+)"
-    r"/dicomWeb(?P<rest>/.*)?$"
-)
-OPERATION_PATH = re.compile(
-    r"^/v1/(?P<dataset>projects/[^/]+/locations/[^/]+/datasets/[^/]+)/operations/(?P<id>[^/]+)$"
-)
-
 
 _gc_lock = threading.Lock()
 _gc_state = {"pauses": 0, "was_enabled": True}
@@ -72,6 +66,9 @@ class DicomWebApi:
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
         self._random = random.Random()
+        missing = sorted({route.handler for route in ROUTES if not hasattr(self, f"route_{route.handler}")})
+        if missing:
+            raise TypeError(f"routes name handlers DicomWebApi does not have: {missing}")
 
     def handle(self, req: Request) -> Response:
         try:
@@ -79,83 +76,75 @@ class DicomWebApi:
         except ApiError as err:
             return error_response(err)
 
-    # ---- routing
+    # ---- routing (the table is in ``routes``)
 
     def _route(self, req: Request) -> Response:
-        if match := OPERATION_PATH.match(req.path):
-            self._allow(req, "GET")
-            op = self.state.operation(match["dataset"], match["id"])
-            with self.state.lock:
-                return json_response(200, op.as_json())
-        match = STORE_PATH.match(req.path)
-        if not match:
-            raise ApiError(404, f"no Healthcare API resource at {req.path}")
-        name = f"{match['dataset']}/dicomStores/{match['store']}"
-        store = self.state.store(name)
-        root = f"{req.base_url}/v1/{name}/dicomWeb"
-        seg = [s for s in (match["rest"] or "").split("/") if s]
-        n = len(seg)
-        if n == 1 and seg[0] in ("studies", "series", "instances"):
-            level = {"studies": "study", "series": "series", "instances": "instance"}[seg[0]]
-            if seg[0] == "studies" and req.method == "POST":
-                return self.stow(req, store, root, None)
-            self._allow(req, "GET", "POST" if seg[0] == "studies" else "GET")
-            return self.qido(req, store, root, level, None, None)
-        if n < 2 or seg[0] != "studies":
-            raise ApiError(404, f"no DICOMweb resource at {req.path}")
-        study = seg[1]
-        if n == 2:
-            if req.method == "POST":
-                return self.stow(req, store, root, study)
-            if req.method == "DELETE":
-                return self.delete(req, store, study, None)
-            self._allow(req, "GET", "POST", "DELETE")
-            return self.retrieve(req, store, root, study, None, None)
-        if n == 3 and seg[2] == "metadata":
-            self._allow(req, "GET")
-            return self.metadata(req, store, root, study, None, None)
-        if n == 3 and seg[2] in ("series", "instances"):
-            self._allow(req, "GET")
-            return self.qido(req, store, root, "series" if seg[2] == "series" else "instance", study, None)
-        if seg[2] != "series" or n < 4:
-            raise ApiError(404, f"no DICOMweb resource at {req.path}")
-        series = seg[3]
-        if n == 4:
-            if series.endswith(":getSeriesMetrics"):
-                self._allow(req, "GET")
-                return self.series_metrics(store, study, series.removesuffix(":getSeriesMetrics"))
-            if req.method == "DELETE":
-                return self.delete(req, store, study, series)
-            self._allow(req, "GET", "DELETE")
-            return self.retrieve(req, store, root, study, series, None)
-        if n == 5 and seg[4] == "metadata":
-            self._allow(req, "GET")
-            return self.metadata(req, store, root, study, series, None)
-        if n == 5 and seg[4] == "instances":
-            self._allow(req, "GET")
-            return self.qido(req, store, root, "instance", study, series)
-        if seg[4] != "instances" or n < 6:
-            raise ApiError(404, f"no DICOMweb resource at {req.path}")
-        sop = seg[5]
-        if n == 6:
-            if req.method == "DELETE":
-                self.state.delete_instance(store, study, series, sop)
-                return json_response(200, {})
-            self._allow(req, "GET", "DELETE")
-            return self.retrieve(req, store, root, study, series, sop)
-        if n == 7 and seg[6] == "metadata":
-            self._allow(req, "GET")
-            return self.metadata(req, store, root, study, series, sop)
-        if seg[6] in ("frames", "rendered", "bulkdata", "thumbnail"):
-            raise ApiError(501, f"the emulator does not implement {seg[6]} retrieval")
-        raise ApiError(404, f"no DICOMweb resource at {req.path}")
+        route, params = resolve(req.method, req.path)
+        handler = getattr(self, f"route_{route.handler}")
+        response: Response = handler(req, route, params)
+        return response
 
-    @staticmethod
-    def _allow(req: Request, *methods: str) -> None:
-        if req.method not in methods:
-            raise ApiError(
-                405, f"method {req.method} is not allowed on {req.path}", [("Allow", ", ".join(methods))]
-            )
+    def _store(self, req: Request, params: dict[str, str]) -> tuple[Store, str]:
+        """The store a route names and its DICOMweb root URL; ApiError 404 when it does not exist."""
+        name = (
+            f"projects/{params['project']}/locations/{params['location']}/datasets/{params['dataset']}"
+            f"/dicomStores/{params['store']}"
+        )
+        return self.state.store(name), f"{req.base_url}/v1/{name}/dicomWeb"
+
+    def route_search_studies(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, root = self._store(req, params)
+        return self.qido(req, store, root, "study", None, None)
+
+    def route_search_series(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, root = self._store(req, params)
+        return self.qido(req, store, root, "series", params.get("study"), None)
+
+    def route_search_instances(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, root = self._store(req, params)
+        return self.qido(req, store, root, "instance", params.get("study"), params.get("series"))
+
+    def route_store_instances(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, root = self._store(req, params)
+        return self.stow(req, store, root, params.get("study"))
+
+    def route_retrieve_resource(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, root = self._store(req, params)
+        return self.retrieve(req, store, root, params["study"], params.get("series"), params.get("instance"))
+
+    def route_retrieve_metadata(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, root = self._store(req, params)
+        return self.metadata(req, store, root, params["study"], params.get("series"), params.get("instance"))
+
+    def route_unsupported(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        self._store(req, params)
+        raise ApiError(501, f"the emulator does not implement {route.google_method.rsplit('.', 1)[-1]}")
+
+    def route_delete_resource(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, _ = self._store(req, params)
+        return self.delete(req, store, params["study"], params.get("series"))
+
+    def route_delete_instance(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, _ = self._store(req, params)
+        self.state.delete_instance(store, params["study"], params["series"], params["instance"])
+        return json_response(200, {})
+
+    def route_metrics(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, _ = self._store(req, params)
+        return self.series_metrics(store, params["study"], params["series"])
+
+    def route_import_dicom(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, _ = self._store(req, params)
+        source = parse_import_request(req.body)
+        op = self.state.start_import(store, source)
+        with self.state.lock:
+            return json_response(200, op.as_json(initial=True))
+
+    def route_get_operation(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        dataset = f"projects/{params['project']}/locations/{params['location']}/datasets/{params['dataset']}"
+        op = self.state.operation(dataset, params["operation"])
+        with self.state.lock:
+            return json_response(200, op.as_json())
 
     # ---- QIDO-RS
 

@@ -94,10 +94,11 @@ class Operation:
     dataset: str
     method: str
     store: str
-    study: str
+    study: str | None  # of a delete; None for an import
     series: str | None
     create_time: str
     fail_with: JsonDict | None
+    response: JsonDict = field(default_factory=dict)  # the answer once done without error
     done: bool = False
     end_time: str | None = None
     error: JsonDict | None = None
@@ -124,5 +125,5 @@ class Operation:
         if self.error is not None:
             out["error"] = self.error
         else:
-            out["response"] = {}
+            out["response"] = dict(self.response)
         return out

@@ -22,6 +22,7 @@ from .api import DicomWebApi
 from .controls import Config
 from .dicom import parse_part10
 from .errors import ApiError
+from .gcs_import import GcsReader
 from .messages import Request, Response, error_response, json_response
 from .state import EmulatorState
 
@@ -223,7 +224,10 @@ def _check_loopback(host: str) -> None:
 
 
 class HealthcareEmulator:
-    """The emulator, in-process: `HealthcareEmulator(data_dir).start()`, then `.url`, then `.stop()`."""
+    """The emulator, in-process: `HealthcareEmulator(data_dir).start()`, then `.url`, then `.stop()`.
+
+    `storage_url` is a Cloud Storage JSON API on a loopback address (fake-gcs-server, reached with no
+    credentials) that `dicomStores.import` reads from; without it, import answers 501."""
 
     def __init__(
         self,
@@ -234,9 +238,11 @@ class HealthcareEmulator:
         operation_delay: float = 0.5,
         absent_delete: str = "404",
         boundary_quoting: str = "random",
+        storage_url: str | None = None,
         verbose: bool = False,
     ) -> None:
         _check_loopback(host)
+        storage = GcsReader(storage_url) if storage_url else None  # refuses a non-loopback URL
         self._initial_config = {
             "operationDelay": operation_delay,
             "absentDelete": absent_delete,
@@ -245,7 +251,7 @@ class HealthcareEmulator:
         config = Config()
         config.update(self._initial_config)
         self.verbose = verbose
-        self.state = EmulatorState(Path(data_dir), config)
+        self.state = EmulatorState(Path(data_dir), config, storage)
         self.api = DicomWebApi(self.state)
         self.server = _Server((host, port), self)
         self.host = host

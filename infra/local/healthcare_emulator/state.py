@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .controls import Config, FaultRule
-from .dicom import BIG_ENDIAN, EXPLICIT_LE, JsonDict, ParsedInstance
+from .dicom import BIG_ENDIAN, EXPLICIT_LE, DicomError, JsonDict, ParsedInstance, parse_part10
 from .errors import ApiError
+from .gcs_import import IMPORT_METHOD, IMPORT_RESPONSE_TYPE, GcsPattern, GcsReader, ImportFailed
 from .records import Instance, Operation, Store
 from .seed import SeedTemplate, derived_sop_uid
 
@@ -32,6 +33,12 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _counter(success: int, failure: int, pending: int) -> dict[str, str]:
+    """A ProgressCounter as proto3 JSON: int64 values as strings, zero values left out."""
+    values = {"success": success, "failure": failure, "pending": pending}
+    return {key: str(value) for key, value in values.items() if value}
+
+
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value)
@@ -42,9 +49,10 @@ def _int_or_none(value: Any) -> int | None:
 class EmulatorState:
     """Everything the emulator holds. All methods are thread-safe."""
 
-    def __init__(self, data_dir: Path, config: Config) -> None:
+    def __init__(self, data_dir: Path, config: Config, storage: GcsReader | None = None) -> None:
         self.lock = threading.RLock()
         self.config = config
+        self.storage = storage  # Cloud Storage for imports (None: import answers 501)
         self.blob_dir = Path(data_dir) / "instances"
         shutil.rmtree(self.blob_dir, ignore_errors=True)
         self.blob_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +250,7 @@ class EmulatorState:
         with self.lock:
             if self._closed or op.done:
                 return
+            assert op.study is not None  # a delete's
             store = self.stores.get(op.store)
             if store is not None and registered:
                 key = (op.study, op.series)
@@ -266,6 +275,85 @@ class EmulatorState:
                 self._drop(victims, store)
                 if victims:
                     op.counter = {"success": str(len(victims))}
+            op.end_time = now_rfc3339()
+            op.done = True
+
+    # ---- imports from Cloud Storage
+
+    def start_import(self, store: Store, source: GcsPattern) -> Operation:
+        """Start ``dicomStores.import`` of the objects ``source`` matches; the operation is done once every
+        object is read and at least the operation delay after its start."""
+        if self.storage is None:
+            raise ApiError(501, "the emulator was started without --storage-url: it cannot import")
+        with self.lock:
+            if self.stores.get(store.name) is not store:
+                raise ApiError(404, f"DICOM store {store.name} not found")
+            op = Operation(
+                id=str(next(self._op_ids)),
+                dataset=store.dataset,
+                method=IMPORT_METHOD,
+                store=store.name,
+                study=None,
+                series=None,
+                create_time=now_rfc3339(),
+                fail_with=None,
+                response={"@type": IMPORT_RESPONSE_TYPE},
+            )
+            self.operations[op.id] = op
+            not_before = time.monotonic() + self.config.operation_delay
+        worker = threading.Thread(
+            target=self._run_import,
+            args=(op, store, source, self.storage, not_before),
+            name=f"import-{op.id}",
+            daemon=True,
+        )
+        worker.start()
+        return op
+
+    def _run_import(
+        self, op: Operation, store: Store, source: GcsPattern, storage: GcsReader, not_before: float
+    ) -> None:
+        """Store every object that is a DICOM instance; an instance already in the store is skipped and
+        counted as a success (Google: "accepts duplicate DICOM instances by ignoring the newly-pushed
+        instance"); any object that is not an instance, or cannot be stored, is a failure."""
+        success = failure = 0
+        error: JsonDict | None = None
+        try:
+            names = storage.list(source)
+        except ImportFailed as exc:
+            names, error = [], {"code": exc.code, "message": exc.message}
+        for index, name in enumerate(names):
+            with self.lock:
+                if self._closed or self.operations.get(op.id) is not op:
+                    return  # the emulator stopped or was reset
+                op.counter = _counter(success, failure, len(names) - index)
+            try:
+                data = storage.read(source.bucket, name)
+                parsed = parse_part10(data)
+            except (ImportFailed, DicomError):
+                failure += 1
+                continue
+            try:
+                self.store_instance(store, parsed, data)
+                success += 1
+            except ApiError:
+                with self.lock:
+                    duplicate = parsed.sop in store.sops
+                success, failure = (success + 1, failure) if duplicate else (success, failure + 1)
+        if error is None and not names:
+            error = {"code": 5, "message": f"no Cloud Storage object matches {source.uri}"}
+        elif error is None and failure:
+            error = {
+                "code": 3,
+                "message": f"{failure} of {len(names)} objects matching {source.uri} could not be imported;"
+                " see the logs (logsUrl)",
+            }
+        time.sleep(max(0.0, not_before - time.monotonic()))
+        with self.lock:
+            if self._closed or self.operations.get(op.id) is not op:
+                return
+            op.counter = _counter(success, failure, 0)
+            op.error = error
             op.end_time = now_rfc3339()
             op.done = True
 

@@ -34,6 +34,7 @@ class HealthcareEmulator(ManagedProcess):
         *,
         operation_delay: float | None = None,
         absent_delete: str | None = None,
+        storage_url: str | None = None,
         python: str | Path | None = None,
         name: str = "healthcare-emulator",
     ) -> None:
@@ -44,6 +45,7 @@ class HealthcareEmulator(ManagedProcess):
         self.data_dir = self.run_dir / f"{name}-data"
         self.operation_delay = operation_delay
         self.absent_delete = absent_delete
+        self.storage_url = storage_url  # what dicomStores.import reads: fake-gcs-server itself, no front
         self.python = str(python or sys.executable)
         self._session = loopback_session()
 
@@ -67,6 +69,8 @@ class HealthcareEmulator(ManagedProcess):
             command += ["--operation-delay", str(self.operation_delay)]
         if self.absent_delete is not None:
             command += ["--absent-delete", self.absent_delete]
+        if self.storage_url is not None:
+            command += ["--storage-url", self.storage_url]
         self._spawn(command, base_env({"PYTHONUNBUFFERED": "1"}), REPO_ROOT)
 
     def wait_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> None:

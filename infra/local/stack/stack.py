@@ -46,6 +46,9 @@ class Stack:
                 self.run_dir,
                 operation_delay=healthcare_operation_delay,
                 absent_delete=healthcare_absent_delete,
+                # import reads as the Healthcare service agent, another principal than the function's:
+                # fake-gcs-server itself, past the permission front
+                storage_url=self.gcs.admin_url if self.gcs is not None else None,
             )
             if healthcare
             else None
