@@ -10,8 +10,10 @@ dataset: no credential goes to a host a response names.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -19,7 +21,7 @@ import requests
 
 from worker.errors import Code, InvalidValue, PermanentError, RetryableError, SourceGone
 from worker.http_exchange import CHUNK_BYTES, Exchanges, json_body, parse_json, read_whole, translate_chunks
-from worker.models import DicomStore, Instance, Operation, SeriesRef, is_uid
+from worker.models import DicomStore, Instance, Operation, SeriesRef, Stow, is_uid
 from worker.multipart import MultipartError, Part, boundary_from_content_type, iter_parts
 from worker.settings import Settings
 
@@ -35,6 +37,14 @@ _SOP_INSTANCE = "00080018"
 _STUDY = "0020000D"
 _SERIES = "0020000E"
 _INSTANCE_NUMBER = "00200013"
+_FAILURE_REASON = "00081197"
+_FAILED_SOPS = "00081198"
+_REFERENCED_SOPS = "00081199"
+_REFERENCED_SOP_INSTANCE = "00081155"
+DUPLICATE_SOP = 0x0111  # STOW-RS failure reason: an instance with this SOP Instance UID is stored already
+# Failure reasons a later attempt may not meet: processing failure (the Healthcare API's answer while an
+# operation deletes the series), out of resources.
+TRANSIENT_REASONS = frozenset({0x0110, 0xA700})
 
 
 def accept_header(transfer_syntax: str) -> str:
@@ -232,6 +242,41 @@ class DicomWebClient:
             raise PermanentError(Code.SOURCE_INVALID_RESPONSE, "the metadata response is not DICOM JSON")
         return body
 
+    # -- store ----------------------------------------------------------------------------------
+
+    def store_instance(
+        self,
+        series: SeriesRef,
+        sop_uid: str,
+        chunks: Iterator[bytes],
+        size: int,
+        *,
+        deadline: float | None = None,
+    ) -> Stow:
+        """STOW-RS of one instance of `size` bytes, streamed from `chunks` (`POST {root}/studies`, one
+        part, with a Content-Length). Stow.PRESENT when the server already holds that SOP Instance UID
+        (failure reason 0x0111, which the Healthcare API answers with 409).
+
+        A stream that yields more or fewer than `size` bytes, or raises, breaks the request off before
+        its closing delimiter, so the server stores nothing. Nothing in the answer is followed (its
+        RetrieveURLs are ignored). A 409 for another reason is transient on the Healthcare API (it
+        refuses inserts into a series while an operation deletes it), permanent elsewhere."""
+        boundary = uuid.uuid4().hex
+        head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
+        tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+        body = _SizedBody(head, chunks, size, tail)
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        }
+        url = f"{self.root(series)}/studies"
+        with self._http.request(
+            "POST", url, data=body, headers=headers, deadline=deadline, answers=frozenset({409})
+        ) as response:
+            status = response.status_code
+            answer = read_whole(response)
+        return stow_outcome(status, answer, sop_uid, healthcare=self.healthcare)
+
     # -- delete ---------------------------------------------------------------------------------
 
     def delete_series(self, series: SeriesRef) -> Operation | None:
@@ -328,6 +373,82 @@ def check_operation_name(name: str, store: DicomStore) -> None:
         raise PermanentError(
             Code.SOURCE_INVALID_RESPONSE, "the operation is not one of the series' dataset; it was not polled"
         )
+
+
+class _SizedBody:
+    """A request body of known length: `head`, exactly `size` bytes of `chunks`, then `tail`.
+
+    requests sends an iterable with a length with that Content-Length, chunk by chunk as it is read
+    (never held whole). A stream of the wrong length raises before the tail: the request breaks off."""
+
+    def __init__(self, head: bytes, chunks: Iterator[bytes], size: int, tail: bytes) -> None:
+        self._head, self._chunks, self._size, self._tail = head, chunks, size, tail
+
+    def __len__(self) -> int:
+        return len(self._head) + self._size + len(self._tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._head
+        sent = 0
+        for chunk in self._chunks:
+            sent += len(chunk)
+            if sent > self._size:
+                raise RetryableError(f"the instance holds more than its {self._size} bytes")
+            if chunk:
+                yield chunk
+        if sent != self._size:
+            raise RetryableError(f"the instance ended after {sent} of its {self._size} bytes")
+        yield self._tail
+
+
+def stow_outcome(status: int, answer: bytes, sop_uid: str, *, healthcare: bool) -> Stow:
+    """What a STOW-RS answer (200, 202 or 409; DICOM JSON) says of the one instance it was sent."""
+    referenced: set[str] = set()
+    failed: dict[str, int | None] = {}
+    try:
+        body = json.loads(answer) if answer.strip() else {}
+    except (ValueError, RecursionError):
+        body = None  # checked below: a 200 without a readable answer is taken as stored, then verified
+    if isinstance(body, dict):
+        for item in _sequence(body, _REFERENCED_SOPS):
+            uid = _first_value(item, _REFERENCED_SOP_INSTANCE)
+            if isinstance(uid, str):
+                referenced.add(uid)
+        for item in _sequence(body, _FAILED_SOPS):
+            uid = _first_value(item, _REFERENCED_SOP_INSTANCE)
+            reason = _first_value(item, _FAILURE_REASON)
+            failed[uid if isinstance(uid, str) else ""] = (
+                reason if isinstance(reason, int) and not isinstance(reason, bool) else None
+            )
+    if sop_uid in referenced:
+        return Stow.STORED
+    reason = failed.get(sop_uid, failed.get("") if len(failed) == 1 else None)
+    if reason == DUPLICATE_SOP:
+        return Stow.PRESENT
+    shown = f"0x{reason:04X}" if reason is not None else "none given"
+    if failed or status == 409:
+        if reason in TRANSIENT_REASONS or (status == 409 and healthcare and reason is None):
+            raise RetryableError(
+                f"STOW-RS of instance {sop_uid} answered {status} (failure reason {shown}); the series may"
+                " be being deleted"
+            )
+        raise PermanentError(
+            Code.SOURCE_REFUSED,
+            f"the DICOMweb server refused to store instance {sop_uid} ({status}, failure reason {shown})",
+            {"sopInstanceUID": sop_uid, "status": status, "failureReason": reason},
+        )
+    if referenced:
+        raise PermanentError(
+            Code.SOURCE_INVALID_RESPONSE,
+            f"the STOW-RS answer for instance {sop_uid} names other instances only",
+        )
+    return Stow.STORED  # 200 without a list: the read-back that follows checks it
+
+
+def _sequence(body: dict[str, Any], tag: str) -> list[dict[str, Any]]:
+    element = body.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return [item for item in values if isinstance(item, dict)] if isinstance(values, list) else []
 
 
 class StreamedPart:

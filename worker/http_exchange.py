@@ -136,11 +136,13 @@ class Exchanges:
         delete: bool = False,
         not_supported: bool = False,
         deadline: float | None = None,
+        answers: frozenset[int] = frozenset(),
         **kwargs: Any,
     ) -> Iterator[requests.Response]:
         """One exchange (on the delete session with `delete`), ended at `deadline` (time.monotonic; by
         default `timeout` from now) however slowly the server sends. The body streams: read it with
-        `read_whole` or iter_content. `not_supported`: 405 and 501 mean DELETE_NOT_SUPPORTED."""
+        `read_whole` or iter_content. `not_supported`: 405 and 501 mean DELETE_NOT_SUPPORTED. `answers`:
+        statuses the caller reads itself (STOW-RS's 409 carries which instances failed and why)."""
         session = self._delete_session if delete else self._session
         if deadline is None:
             deadline = time.monotonic() + self._timeout
@@ -158,7 +160,8 @@ class Exchanges:
         with response, _watchdog.guard(response, deadline) as guard:
             expired = RetryableError(f"{method} to the DICOMweb server outlived its deadline")
             try:
-                check_status(response, method, not_supported=not_supported)
+                if response.status_code not in answers:
+                    check_status(response, method, not_supported=not_supported)
                 yield response
             except RetryableError:
                 if guard.expired:

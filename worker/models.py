@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from worker.errors import InvalidValue, RetryableError
@@ -244,3 +245,10 @@ class Operation:
             raise RetryableError("the operation response has no name")
         error = body.get("error")
         return cls(body["name"], bool(body.get("done")), error if isinstance(error, dict) else None)
+
+
+class Stow(StrEnum):
+    """What a STOW-RS of one instance did."""
+
+    STORED = "stored"  # the server stored it for this request
+    PRESENT = "present"  # the server already held an instance with this SOP Instance UID (0x0111)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject
+from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject, Stow
 
 
 class Part(Protocol):
@@ -24,7 +24,7 @@ class Part(Protocol):
 
 
 class DicomWebSource(Protocol):
-    """Search, retrieve and delete on one configured DICOMweb server (raises worker errors only)."""
+    """Search, retrieve, store and delete on one configured DICOMweb server (raises worker errors only)."""
 
     @property
     def healthcare(self) -> bool: ...
@@ -48,6 +48,16 @@ class DicomWebSource(Protocol):
     ) -> contextlib.AbstractContextManager[Iterator[Part]]: ...
 
     def metadata(self, series: SeriesRef) -> bytes: ...
+
+    def store_instance(
+        self,
+        series: SeriesRef,
+        sop_uid: str,
+        chunks: Iterator[bytes],
+        size: int,
+        *,
+        deadline: float | None = None,
+    ) -> Stow: ...
 
     def delete_series(self, series: SeriesRef) -> Operation | None: ...
 
@@ -78,6 +88,8 @@ class ObjectStore(Protocol):
     def json_versions(self, bucket: str, name: str) -> builtins.list[StoredObject]: ...
 
     def read_json(self, bucket: str, name: str) -> Any: ...
+
+    def read(self, bucket: str, name: str, generation: int) -> Iterator[bytes]: ...
 
 
 class EventPublisher(Protocol):

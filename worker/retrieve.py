@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-import google_crc32c
 from google.api_core import exceptions as api_exceptions
 
 from worker import retries
@@ -28,7 +27,7 @@ from worker.pool import BoundedPool
 from worker.ports import Part
 from worker.request import Mode
 from worker.search import find_instances
-from worker.storage import SMALL_OBJECT_BYTES, crc32c_base64
+from worker.storage import SMALL_OBJECT_BYTES, measure
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -162,7 +161,7 @@ class SeriesCopy:
             and existing.metadata.get("sourceStore") == self.metadata(instance, None)["sourceStore"]
         )
         if not mine or (self.verify_sources and not this_request):
-            size, crc32c = self._measure(instance) if source is None else _measure(source)
+            size, crc32c = self._measure(instance) if source is None else measure(source)
             if (size, crc32c) != (existing.size, existing.crc32c):
                 if self.verify_sources:  # archive: the copy is not the source, so nothing is deleted
                     raise PermanentError(
@@ -194,7 +193,7 @@ class SeriesCopy:
         )
 
     def _measure(self, instance: Instance) -> tuple[int, str]:
-        return self._from_source(instance, lambda part: _measure(part.iter_chunks()))
+        return self._from_source(instance, lambda part: measure(part.iter_chunks()))
 
     # -- the whole series ----------------------------------------------------------------------------
 
@@ -304,15 +303,6 @@ def _content_length(headers: Mapping[str, str]) -> int:
         return int(headers.get("content-length", "-1"))
     except ValueError:
         return -1
-
-
-def _measure(chunks: Iterator[bytes]) -> tuple[int, str]:
-    checksum = google_crc32c.Checksum()
-    size = 0
-    for chunk in chunks:
-        checksum.update(chunk)
-        size += len(chunk)
-    return size, crc32c_base64(checksum)
 
 
 def copy_series(job: Job) -> Outcome:

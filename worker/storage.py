@@ -47,10 +47,21 @@ RESUMABLE_UPLOAD_BYTES = SMALL_OBJECT_BYTES + 2 * RESUMABLE_CHUNK_BYTES  # what 
 DICOM_CONTENT_TYPE = "application/dicom"
 JSON_READ_LIMIT = 64 * 1024 * 1024  # read_json reads no more than this
 JSON_WRITE_ATTEMPTS = 8  # write_json: versions that other writers may take meanwhile before it gives up
+READ_CHUNK_BYTES = 4 * 1024 * 1024  # read: one ranged request, and at most this much held, at a time
 
 
 def crc32c_base64(checksum: google_crc32c.Checksum) -> str:
     return base64.b64encode(checksum.digest()).decode("ascii")
+
+
+def measure(chunks: Iterator[bytes]) -> tuple[int, str]:
+    """The size and CRC32C (base64, as Cloud Storage gives it) of a stream, read to its end."""
+    checksum = google_crc32c.Checksum()
+    size = 0
+    for chunk in chunks:
+        checksum.update(chunk)
+        size += len(chunk)
+    return size, crc32c_base64(checksum)
 
 
 class ChecksummingReader(io.RawIOBase):
@@ -286,6 +297,30 @@ class Storage:
             return json.loads(data)
         except (ValueError, RecursionError):
             return None
+
+    def read(self, bucket: str, name: str, generation: int) -> Iterator[bytes]:
+        """The bytes of one generation of an object, in ranged reads of READ_CHUNK_BYTES: never held
+        whole. RetryableError when that generation is gone (replaced or deleted since it was listed).
+
+        The ranges are not checksummed one by one: the caller measures the whole stream against the
+        object's CRC32C."""
+        start = 0
+        while True:
+            # A blob per range: the library rewrites a blob's properties from each download's headers.
+            blob = self._client.bucket(bucket).blob(name, generation=generation)
+            try:
+                chunk = blob.download_as_bytes(start=start, end=start + READ_CHUNK_BYTES - 1, checksum=None)
+            except api_exceptions.RequestRangeNotSatisfiable:
+                return  # the object's size is a multiple of READ_CHUNK_BYTES: it ended at the last range
+            except api_exceptions.NotFound:
+                raise RetryableError(f"object {name} changed or vanished while it was read") from None
+            except Exception as error:
+                raise _translate(error, "reading an object") from None
+            if chunk:
+                yield chunk
+            if len(chunk) < READ_CHUNK_BYTES:
+                return
+            start += len(chunk)
 
 
 class _CreateOnlyBlob(storage.Blob):  # type: ignore[misc]

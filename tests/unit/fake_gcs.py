@@ -1,10 +1,11 @@
 """An in-memory Cloud Storage behind google-cloud-storage's HTTP transport, for tests of worker/storage.py.
 
 The real library runs unchanged; only its `requests` session answers from memory (nothing leaves the
-process). It speaks the part of the JSON API the worker uses: object get and listing, media download,
-multipart and resumable uploads with `ifGenerationMatch`, and DELETE (recorded, so a test can show that
-none is ever sent). Like Cloud Storage it checks the CRC32C a multipart upload's object resource names and
-the `X-Goog-Hash` of a resumable upload's final request, refusing a mismatch with 400.
+process). It speaks the part of the JSON API the worker uses: object get and listing, media download
+(whole, ranged, of a generation), multipart and resumable uploads with `ifGenerationMatch`, and DELETE
+(recorded, so a test can show that none is ever sent). Like Cloud Storage it checks the CRC32C a multipart
+upload's object resource names and the `X-Goog-Hash` of a resumable upload's final request, refusing a
+mismatch with 400.
 
 Faults: `corrupt_in_transit` flips one byte of the next N upload bodies before the checks (the server
 refuses them); `trust_client = True` turns the checks off, and with `corrupt_stored` the server stores a
@@ -139,9 +140,17 @@ class FakeGcs(requests.adapters.BaseAdapter):
                     return (204, {}, b"") if self.objects.pop(key, None) else _error(404, "Not Found")
             if match := re.fullmatch(r"/download/storage/v1/b/([^/]+)/o/(.+)", path):
                 found = self.objects.get((unquote(match[1]), unquote(match[2])))
-                if found is None:
+                if found is None or query.get("generation", str(found.generation)) != str(found.generation):
                     return _error(404, "Not Found")
-                return 200, {"x-goog-hash": f"crc32c={crc32c(found.data)}"}, found.data
+                ranged = re.fullmatch(r"bytes=(\d+)-(\d*)", headers.get("Range", ""))
+                if ranged is None:
+                    return 200, {"x-goog-hash": f"crc32c={crc32c(found.data)}"}, found.data
+                start = int(ranged[1])
+                end = min(int(ranged[2]) if ranged[2] else len(found.data) - 1, len(found.data) - 1)
+                if start >= len(found.data):
+                    return _error(416, "Requested range not satisfiable")
+                content_range = f"bytes {start}-{end}/{len(found.data)}"
+                return 206, {"Content-Range": content_range}, found.data[start : end + 1]
             if match := re.fullmatch(r"/upload/storage/v1/b/([^/]+)/o", path):
                 bucket = unquote(match[1])
                 if method == "POST" and query.get("uploadType") == "multipart":

@@ -20,7 +20,7 @@ from tests.schemas import assert_valid_event, assert_valid_request
 from worker.continuation import KeyRing
 from worker.errors import ObjectExists, RetryableError, SourceGone, WorkerError
 from worker.job import Job
-from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject
+from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject, Stow
 from worker.ports import DicomWebSource, EventPublisher, ObjectStore, Ports
 from worker.pubsub import Publisher
 from worker.request import Action, Message, SeriesRequest, parse_request
@@ -173,8 +173,9 @@ class FakeSource:
         self.calls: Counter[str] = Counter()
         self.log: list[tuple[str, str | None]] = []
         self.pages = 0  # search pages served
+        self.stored: list[str] = []  # SOP UIDs stored through store_instance, in order
         self._ghosts: dict[str, Instance] = {}  # deleted, still listed while search_lag lasts
-        self._hooks: dict[tuple[str, int], list[Callable[[], None]]] = {}
+        self._hooks: dict[tuple[str, int], list[Callable[[], object]]] = {}
         self._refusals: dict[tuple[str, int | None], WorkerError] = {}
         self._lost: set[tuple[str, int]] = set()
         self._lock = threading.RLock()
@@ -196,7 +197,7 @@ class FakeSource:
     def add_series(self, count: int) -> dict[str, bytes]:
         return {sop(n): self.add(sop(n), number=n) for n in range(1, count + 1)}
 
-    def at(self, method: str, call: int, hook: Callable[[], None]) -> None:
+    def at(self, method: str, call: int, hook: Callable[[], object]) -> None:
         """Run `hook` just before the `call`th call (from 1) of `method`."""
         self._hooks.setdefault((method, call), []).append(hook)
 
@@ -286,6 +287,29 @@ class FakeSource:
         with self._lock:
             return json.dumps([{"00080018": {"vr": "UI", "Value": [uid]}} for uid in self.instances]).encode()
 
+    def store_instance(
+        self,
+        series: SeriesRef,
+        sop_uid: str,
+        chunks: Iterator[bytes],
+        size: int,
+        *,
+        deadline: float | None = None,
+    ) -> Stow:
+        """STOW-RS: the whole stream or nothing (a stream that raises or has the wrong length stores
+        nothing); an instance already held is PRESENT and left as it is."""
+        call = self._enter("store_instance", sop_uid)
+        data = b"".join(chunks)
+        if len(data) != size:
+            raise RetryableError(f"the instance ended after {len(data)} of its {size} bytes")
+        with self._lock:
+            present = sop_uid in self.instances
+            if not present:
+                self.add(sop_uid, data)
+                self.stored.append(sop_uid)
+        self._leave("store_instance", call)
+        return Stow.PRESENT if present else Stow.STORED
+
     def delete_series(self, series: SeriesRef) -> Operation | None:
         call = self._enter("delete_series")
         with self._lock:
@@ -358,6 +382,8 @@ class FakeBucket:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], tuple[bytes, StoredObject]] = {}
         self.uploads: builtins.list[str] = []  # names created through upload and write_json, in order
+        self.read_chunk_bytes = 64 * 1024  # read: the size of the chunks it yields
+        self.reads: builtins.list[str] = []  # names read through read, in order
         self._generation = 0
         self._lock = threading.Lock()
 
@@ -440,6 +466,17 @@ class FakeBucket:
             if match:
                 found.append((int(match.group(1) or 1), stored))
         return [stored for _, stored in sorted(found, key=lambda item: item[0])]
+
+    def read(self, bucket: str, name: str, generation: int) -> Iterator[bytes]:
+        """The object's bytes in chunks of `read_chunk_bytes`; RetryableError when that generation is
+        no longer the object's (replaced or removed since it was listed)."""
+        found = self.objects.get((bucket, name))
+        if found is None or found[1].generation != generation:
+            raise RetryableError(f"object {name} changed or vanished while it was read")
+        self.reads.append(name)
+        data = found[0]
+        for start in range(0, len(data), self.read_chunk_bytes):
+            yield data[start : start + self.read_chunk_bytes]
 
     def read_json(self, bucket: str, name: str) -> Any:
         found = self.objects.get((bucket, name))

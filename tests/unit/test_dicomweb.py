@@ -20,10 +20,10 @@ import requests
 import urllib3.util.retry
 
 from tests.unit.fakes import DATASET, LOCATION, PROJECT, SERIES, SOP, STORE, STUDY
-from worker.dicomweb import DicomWebClient, accept_header
+from worker.dicomweb import DicomWebClient, accept_header, stow_outcome
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
 from worker.http_exchange import build_session
-from worker.models import DicomStore, Instance, Operation, SeriesRef
+from worker.models import DicomStore, Instance, Operation, SeriesRef, Stow
 from worker.settings import Auth, Settings
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -43,6 +43,7 @@ class Seen:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-case names
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,13 @@ class FakeServer:
             def _handle(self) -> None:
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                body = self.rfile.read(length) if length else b""
                 seen = Seen(
                     self.command,
                     url.path,
                     parse_qs(url.query, keep_blank_values=True),
                     {k.lower(): v for k, v in self.headers.items()},
+                    body,
                 )
                 with owner._lock:
                     owner.seen.append(seen)
@@ -1012,3 +1013,145 @@ def test_deep_json_and_oversize_numbers_are_permanent(
         client.search_instances(DICOMWEB_SERIES, page_size=100)
 
     assert caught.value.code is Code.SOURCE_INVALID_RESPONSE
+
+
+# -- store (STOW-RS) ------------------------------------------------------------------------------
+
+INSTANCE = b"DICM" + bytes(range(256)) * 40
+
+
+def stow_answer(status: int, *, stored: tuple[str, ...] = (), failed: dict[str, int] | None = None) -> Reply:
+    body: dict[str, Any] = {}
+    if stored:
+        body["00081199"] = {"vr": "SQ", "Value": [{"00081155": uid_element(uid)} for uid in stored]}
+    if failed:
+        body["00081198"] = {
+            "vr": "SQ",
+            "Value": [
+                {"00081155": uid_element(uid), "00081197": {"vr": "US", "Value": [reason]}}
+                for uid, reason in failed.items()
+            ],
+        }
+    return Reply(status, json.dumps(body).encode(), {"Content-Type": "application/dicom+json"})
+
+
+def chunks_of(data: bytes, size: int = 1000) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def test_store_instance_posts_one_part_with_its_length(server: FakeServer, client: DicomWebClient) -> None:
+    server.respond = lambda seen: stow_answer(200, stored=(SOP,))
+
+    outcome = client.store_instance(DICOMWEB_SERIES, SOP, chunks_of(INSTANCE), len(INSTANCE))
+
+    assert outcome is Stow.STORED
+    (seen,) = server.seen
+    assert (seen.method, seen.path) == ("POST", "/dicom-web/studies")
+    content_type = seen.headers["content-type"]
+    assert content_type.startswith('multipart/related; type="application/dicom"; boundary=')
+    boundary = content_type.rsplit("boundary=", 1)[1]
+    assert seen.body == (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + INSTANCE
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    assert seen.headers["content-length"] == str(len(seen.body))
+    assert "transfer-encoding" not in seen.headers
+    assert seen.headers["accept"] == "application/dicom+json"
+
+
+def test_store_instance_on_the_healthcare_api_posts_to_the_stores_root(
+    server: FakeServer, healthcare: DicomWebClient
+) -> None:
+    server.respond = lambda seen: stow_answer(200, stored=(SOP,))
+
+    healthcare.store_instance(HEALTHCARE_SERIES, SOP, chunks_of(INSTANCE), len(INSTANCE))
+
+    assert server.seen[0].path == f"/v1/{STORE}/dicomWeb/studies"
+
+
+def test_an_instance_the_server_holds_already_is_present(
+    server: FakeServer, healthcare: DicomWebClient
+) -> None:
+    server.respond = lambda seen: stow_answer(409, failed={SOP: 0x0111})
+
+    assert (
+        healthcare.store_instance(HEALTHCARE_SERIES, SOP, chunks_of(INSTANCE), len(INSTANCE)) is Stow.PRESENT
+    )
+
+
+def test_a_409_while_the_series_is_deleted_is_transient_on_the_healthcare_api(
+    server: FakeServer, healthcare: DicomWebClient
+) -> None:
+    server.respond = lambda seen: stow_answer(409, failed={SOP: 0x0110})
+
+    with pytest.raises(RetryableError, match="being deleted"):
+        healthcare.store_instance(HEALTHCARE_SERIES, SOP, chunks_of(INSTANCE), len(INSTANCE))
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"), [(409, 0xA900), (409, None), (400, None), (403, None), (200, 0xC000)]
+)
+def test_a_refused_instance_is_source_refused(
+    server: FakeServer, client: DicomWebClient, status: int, reason: int | None
+) -> None:
+    failed = {SOP: reason} if reason is not None else None
+    server.respond = lambda seen: stow_answer(status, failed=failed)
+
+    with pytest.raises(PermanentError) as error:
+        client.store_instance(DICOMWEB_SERIES, SOP, chunks_of(INSTANCE), len(INSTANCE))
+
+    assert error.value.code is Code.SOURCE_REFUSED
+
+
+def test_a_503_to_stow_is_retryable(server: FakeServer, client: DicomWebClient) -> None:
+    server.respond = lambda seen: Reply(503)
+
+    with pytest.raises(RetryableError):
+        client.store_instance(DICOMWEB_SERIES, SOP, chunks_of(INSTANCE), len(INSTANCE))
+    assert len(server.seen) == 1  # a POST is never re-sent by the session: its stream is spent
+
+
+def test_a_404_to_stow_is_source_gone(server: FakeServer, client: DicomWebClient) -> None:
+    with pytest.raises(SourceGone):
+        client.store_instance(DICOMWEB_SERIES, SOP, chunks_of(INSTANCE), len(INSTANCE))
+
+
+@pytest.mark.parametrize("announced", [len(INSTANCE) + 1, len(INSTANCE) - 1])
+def test_a_stream_of_the_wrong_length_breaks_the_request_off(
+    server: FakeServer, client: DicomWebClient, announced: int
+) -> None:
+    server.respond = lambda seen: stow_answer(200, stored=(SOP,))
+
+    with pytest.raises(RetryableError, match="bytes"):
+        client.store_instance(DICOMWEB_SERIES, SOP, chunks_of(INSTANCE), announced)
+    assert all(seen.body.endswith(b"--\r\n") is False for seen in server.seen)
+
+
+def test_an_answer_naming_only_other_instances_is_invalid() -> None:
+    with pytest.raises(PermanentError) as error:
+        stow_outcome(
+            200,
+            json.dumps({"00081199": {"vr": "SQ", "Value": [{"00081155": uid_element("1.2")}]}}).encode(),
+            SOP,
+            healthcare=False,
+        )
+
+    assert error.value.code is Code.SOURCE_INVALID_RESPONSE
+
+
+@pytest.mark.parametrize("answer", [b"", b"not json", b"[]"])
+def test_a_200_without_a_list_counts_as_stored_for_the_read_back_to_check(answer: bytes) -> None:
+    assert stow_outcome(200, answer, SOP, healthcare=True) is Stow.STORED
+
+
+def test_a_healthcare_409_without_a_reason_is_transient() -> None:
+    with pytest.raises(RetryableError):
+        stow_outcome(409, b"{}", SOP, healthcare=True)
+
+
+def test_a_failure_without_a_uid_is_taken_as_this_instances() -> None:
+    answer = {"00081198": {"vr": "SQ", "Value": [{"00081197": {"vr": "US", "Value": [0x0111]}}]}}
+
+    assert stow_outcome(409, json.dumps(answer).encode(), SOP, healthcare=False) is Stow.PRESENT
