@@ -109,6 +109,10 @@ class Worker:
             raise PermanentError(
                 Code.DELETE_DISABLED, "delete and archive need DELETE_ENABLED=true; nothing was deleted"
             )
+        if request.action is Action.RESTORE and not self.settings.restore_enabled:
+            raise PermanentError(
+                Code.RESTORE_DISABLED, "restore needs RESTORE_ENABLED=true; nothing was written to the store"
+            )
         if not store_allowed(request.series.store, self.settings.allowed_dicom_stores):
             raise PermanentError(Code.STORE_NOT_ALLOWED, "the series' store is not in ALLOWED_DICOM_STORES")
 

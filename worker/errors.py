@@ -39,7 +39,7 @@ class Code(StrEnum):
     DELETE_NOT_SUPPORTED = "delete_not_supported"  # the DICOMweb server refuses DELETE (405, 501)
     DELETE_FAILED = "delete_failed"  # the delete operation finished with an error
     SERIES_NOT_EMPTY = "series_not_empty"  # after delete or archive the series still holds instances
-    VERIFICATION_FAILED = "verification_failed"  # archive: the copy does not match the source
+    VERIFICATION_FAILED = "verification_failed"  # archive, restore, verify: a copy does not match
     UNSUPPORTED_INSTANCE = "unsupported_instance"  # an instance without a valid SOP Instance UID
     INSTANCE_UNREADABLE = "instance_unreadable"  # retrieved bytes name no SOP Instance UID that can be read
     SEARCH_INCOMPLETE = "search_incomplete"  # the server's paging cannot return the whole series
@@ -47,6 +47,8 @@ class Code(StrEnum):
     SOURCE_INVALID_RESPONSE = "source_invalid_response"  # a body too large, too deep or with oversize numbers
     RETRIES_EXHAUSTED = "retries_exhausted"  # transient failures on the last delivery attempt
     RESULT_TOO_LARGE = "result_too_large"  # a result does not fit an event and has nowhere to go
+    RESTORE_CONFLICT = "restore_conflict"  # restore: the store holds the instance with other bytes
+    RESTORE_DISABLED = "restore_disabled"  # restore without RESTORE_ENABLED=true
 
 
 class WorkerError(Exception):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.layout import MANIFEST_NAME, SeriesFolder
-from worker.models import StoredObject
+from worker.models import StoredObject, is_uid
 from worker.ports import ObjectStore
 
 MANIFEST_VERSION = "1"
@@ -85,3 +85,60 @@ def latest_manifest(storage: ObjectStore, folder: SeriesFolder) -> FoundManifest
         ):
             return FoundManifest(stored, body)
     return None
+
+
+@dataclass(frozen=True)
+class Archived:
+    """One instance of an archive as the restore and verify actions see it: its object's name in the
+    series folder, and the size and CRC32C it must have (the manifest's entry, else the object's own)."""
+
+    sop_uid: str
+    object_name: str
+    size: int
+    crc32c: str
+
+
+@dataclass(frozen=True)
+class ArchiveContents:
+    """A series folder read once: its newest manifest of the same series and store (if any), the
+    instances it lists (else the `.dcm` objects there), and the folder's objects by name."""
+
+    folder: SeriesFolder
+    manifest: FoundManifest | None
+    entries: dict[str, Archived]  # by SOP Instance UID
+    objects: dict[str, StoredObject]  # by object name
+
+    def stored(self, sop_uid: str) -> StoredObject | None:
+        return self.objects.get(self.folder.instance(sop_uid))
+
+
+def read_archive(storage: ObjectStore, folder: SeriesFolder) -> ArchiveContents:
+    """The folder's manifest and objects. Object names always follow the layout (`{sop}.dcm` in the
+    folder), whatever a manifest says, so a manifest cannot point anywhere else; entries without a valid
+    UID, size or CRC32C are left out."""
+    objects = {item.name: item for item in storage.list(folder.location)}
+    manifest = latest_manifest(storage, folder)
+    entries: dict[str, Archived] = {}
+    if manifest is not None:
+        listed = manifest.body.get("instances")
+        for item in listed if isinstance(listed, list) else []:
+            entry = _entry(folder, item)
+            if entry is not None:
+                entries[entry.sop_uid] = entry
+    else:
+        prefix = folder.name + "/"
+        for name, stored in objects.items():
+            uid = name[len(prefix) : -len(".dcm")] if name.endswith(".dcm") else ""
+            if name.startswith(prefix) and is_uid(uid) and folder.instance(uid) == name:
+                entries[uid] = Archived(uid, name, stored.size, stored.crc32c)
+    return ArchiveContents(folder, manifest, entries, objects)
+
+
+def _entry(folder: SeriesFolder, item: object) -> Archived | None:
+    if not isinstance(item, dict):
+        return None
+    uid, size, crc32c = item.get("sopInstanceUID"), item.get("size"), item.get("crc32c")
+    if not is_uid(uid) or not isinstance(size, int) or isinstance(size, bool) or not isinstance(crc32c, str):
+        return None
+    assert isinstance(uid, str)
+    return Archived(uid, folder.instance(uid), size, crc32c)

@@ -49,6 +49,8 @@ class Action(StrEnum):
     RETRIEVE = "retrieve"
     DELETE = "delete"
     ARCHIVE = "archive"
+    RESTORE = "restore"
+    VERIFY = "verify"
 
 
 class Mode(StrEnum):
@@ -75,6 +77,8 @@ _OPTIONS_OF: dict[Action, frozenset[str]] = {
     Action.RETRIEVE: frozenset({"transferSyntax", "includeMetadata", "mode"}),
     Action.ARCHIVE: frozenset({"mode"}),
     Action.DELETE: frozenset(),
+    Action.RESTORE: frozenset(),
+    Action.VERIFY: frozenset(),
 }
 
 

@@ -43,6 +43,7 @@ class Settings:
     allowed_dicom_stores: tuple[str, ...] = ()  # whole-component patterns, see request.store_allowed
     continuation_keys: KeyRing | None = None  # sign and verify follow-ups; never logged
     delete_enabled: bool = False
+    restore_enabled: bool = False  # restore writes into a clinical store: off unless asked for
     concurrency: int = 16
     upload_buffer_mib: int = 128  # bytes that uploads may hold at once (see worker/storage.py)
     deadline_seconds: float = 480.0
@@ -116,6 +117,7 @@ class Settings:
             ),
             continuation_keys=_key_ring(env),
             delete_enabled=_bool("DELETE_ENABLED", get("DELETE_ENABLED") or "false"),
+            restore_enabled=_bool("RESTORE_ENABLED", get("RESTORE_ENABLED") or "false"),
             concurrency=_int("CONCURRENCY", get("CONCURRENCY"), cls.concurrency, 1, 64),
             upload_buffer_mib=_int(
                 "UPLOAD_BUFFER_MIB", get("UPLOAD_BUFFER_MIB"), cls.upload_buffer_mib, 16, 16384

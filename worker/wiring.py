@@ -20,10 +20,19 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 def actions() -> dict[Action, ActionFunction]:
     from worker.archive import archive
     from worker.delete import delete
+    from worker.restore import restore
     from worker.retrieve import retrieve
     from worker.search import search
+    from worker.verify import verify
 
-    return {Action.SEARCH: search, Action.RETRIEVE: retrieve, Action.DELETE: delete, Action.ARCHIVE: archive}
+    return {
+        Action.SEARCH: search,
+        Action.RETRIEVE: retrieve,
+        Action.DELETE: delete,
+        Action.ARCHIVE: archive,
+        Action.RESTORE: restore,
+        Action.VERIFY: verify,
+    }
 
 
 def storage_client(settings: Settings) -> Storage:

@@ -388,6 +388,31 @@ def test_delete_and_archive_need_delete_enabled(publisher: FakePublisher, action
     )
 
 
+def test_restore_needs_restore_enabled(publisher: FakePublisher) -> None:
+    action = FakeAction()
+    worker = make_worker(publisher, action)  # DELETE_ENABLED does not enable restore
+
+    worker.handle(message({"action": "restore", "series": SERIES_PATH}))
+
+    assert action.jobs == []
+    published = only_event(publisher)
+    assert published.attributes["errorCode"] == "restore_disabled"
+    assert published.json()["error"]["message"] == (
+        "restore needs RESTORE_ENABLED=true; nothing was written to the store"
+    )
+
+
+@pytest.mark.parametrize("action_name", ["restore", "verify"])
+def test_restore_and_verify_run_with_delete_disabled(publisher: FakePublisher, action_name: str) -> None:
+    action = FakeAction()
+    settings = replace(SETTINGS, delete_enabled=False, restore_enabled=True)
+    worker = make_worker(publisher, action, settings=settings)
+
+    worker.handle(message({"action": action_name, "series": SERIES_PATH}))
+
+    assert len(action.jobs) == 1
+
+
 @pytest.mark.parametrize("action_name", ["search", "retrieve"])
 def test_reading_actions_run_with_delete_disabled(publisher: FakePublisher, action_name: str) -> None:
     action = FakeAction()

@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     },
     {"dicomweb", "http_exchange", "storage", "pubsub"},
     {"job"},
-    {"search", "retrieve", "delete", "archive"},
+    {"search", "retrieve", "delete", "archive", "verify", "restore"},
     {"delivery"},
     {"wiring"},
     {"cloud_event"},
@@ -42,6 +42,8 @@ ACTIONS_BELOW = {
     "retrieve": {"search"},
     "delete": {"search"},
     "archive": {"search", "retrieve"},
+    "verify": {"search"},
+    "restore": {"search", "verify"},
 }
 
 

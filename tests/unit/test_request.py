@@ -118,6 +118,16 @@ def test_action_from_the_message_attribute_when_absent_from_the_data(action: Act
     assert request.action is action
 
 
+@pytest.mark.parametrize("action", ["restore", "verify"])
+def test_restore_and_verify_take_a_destination_and_no_options(action: str) -> None:
+    request = parse({"action": action, "series": SERIES_PATH, "destination": "gs://archive/dicom"})
+
+    assert (request.action, str(request.destination)) == (Action(action), "gs://archive/dicom")
+    assert invalid_request({"action": action, "series": SERIES_PATH, "options": {"mode": "series"}}) == (
+        f"unknown options for {action}: 1; accepted: none"
+    )
+
+
 def test_action_in_the_data_wins_over_the_attribute() -> None:
     assert parse(search(), {"action": "delete"}).action is Action.SEARCH
 
@@ -391,7 +401,7 @@ def invalid_request(body: object, attributes: dict[str, str] | None = None) -> s
 
 def test_unknown_action() -> None:
     assert invalid_request(search(action="copy")) == (
-        "unknown action; expected one of search, retrieve, delete, archive"
+        "unknown action; expected one of search, retrieve, delete, archive, restore, verify"
     )
 
 

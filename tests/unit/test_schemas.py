@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -39,11 +40,18 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
         {"action": "retrieve", "series": SERIES_PATH, "requestId": "r-2", "options": {"mode": "series"}},
         {"action": "archive", "series": SERIES_PATH, "requestId": "a-1", "destination": DESTINATION.uri()},
         {"action": "delete", "series": SERIES_PATH, "requestId": "d-1"},
+        {"action": "verify", "series": SERIES_PATH, "requestId": "v-1", "destination": DESTINATION.uri()},
+        {"action": "restore", "series": SERIES_PATH, "requestId": "rs-1", "destination": DESTINATION.uri()},
     ],
 )
 def test_the_event_of_every_action_validates(fakes: Fakes, body: dict[str, Any]) -> None:
     assert_valid_request(body)
-    the_worker = Worker(ACTION_SETTINGS, fakes.ports, actions())
+    if body["action"] in ("verify", "restore"):  # an archive of the series to check, or to restore from
+        archive_first = {"action": "archive", "series": SERIES_PATH, "requestId": "a-0"}
+        Worker(ACTION_SETTINGS, fakes.ports, actions()).handle(message(archive_first))
+        fakes.publisher.published.clear()
+    settings = replace(ACTION_SETTINGS, restore_enabled=True)
+    the_worker = Worker(settings, fakes.ports, actions())
 
     event = the_worker.handle(message(body))
 

@@ -113,6 +113,16 @@ def test_delete_enabled_values(value: str, enabled: bool) -> None:
     assert Settings.from_env({"DELETE_ENABLED": value}).delete_enabled is enabled
 
 
+@pytest.mark.parametrize(("value", "enabled"), [("true", True), ("1", True), ("false", False), ("no", False)])
+def test_restore_enabled_values(value: str, enabled: bool) -> None:
+    assert Settings.from_env({"RESTORE_ENABLED": value}).restore_enabled is enabled
+
+
+def test_restore_is_off_unless_enabled() -> None:
+    assert Settings.from_env({}).restore_enabled is False
+    assert Settings.from_env({"DELETE_ENABLED": "true"}).restore_enabled is False
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
@@ -148,6 +158,7 @@ def test_delete_enabled_values(value: str, enabled: bool) -> None:
         ),
         ("ALLOWED_BUCKETS", "my-bucket/../x", "destination prefix components may hold"),
         ("DELETE_ENABLED", "maybe", "must be true or false"),
+        ("RESTORE_ENABLED", "maybe", "must be true or false"),
         ("CONCURRENCY", "0", "must be between 1 and 64"),
         ("CONCURRENCY", "65", "must be between 1 and 64"),
         ("CONCURRENCY", "8.5", "must be an integer"),

@@ -1,0 +1,339 @@
+"""Action `restore` (worker/restore.py) against the fakes: STOW-RS of every archived instance the store
+lacks, streamed from its object; instances already there compared, never overwritten; then a read-back
+of the round trip; `verified: true` only when it is byte-identical."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+import worker.search
+from tests.unit.fakes import (
+    ACTION_SETTINGS,
+    BUCKET,
+    COMPLETION_TOPIC,
+    DESTINATION,
+    SERIES_PATH,
+    Fakes,
+    message,
+    sop,
+)
+from worker.delivery import Worker
+from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.job import HandedOn
+from worker.layout import SeriesFolder
+from worker.request import Action
+from worker.restore import restore
+from worker.retrieve import copy_series
+from worker.wiring import actions
+
+RESTORE_SETTINGS = replace(ACTION_SETTINGS, restore_enabled=True)
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
+    made = Fakes()
+    monkeypatch.setattr(worker.search, "time", made.clock)
+    yield made
+    assert made.source.calls["delete_instance"] + made.source.calls["delete_series"] == 0
+
+
+def folder(fakes: Fakes) -> SeriesFolder:
+    return SeriesFolder(DESTINATION, fakes.source.series)
+
+
+def archived(fakes: Fakes, count: int) -> dict[str, bytes]:
+    """A series copied into the destination (objects and manifest), then gone from the store."""
+    originals = fakes.source.add_series(count)
+    copy_series(fakes.job(Action.RETRIEVE, destination=DESTINATION))
+    fakes.source.instances.clear()
+    fakes.source.calls.clear()  # calls are counted from here
+    fakes.bucket.uploads.clear()
+    return originals
+
+
+def run(fakes: Fakes) -> dict[str, object]:
+    result = restore(fakes.job(Action.RESTORE, destination=DESTINATION))
+    assert isinstance(result, dict)
+    return result
+
+
+def store_bytes(fakes: Fakes) -> dict[str, bytes]:
+    return {uid: body for uid, (_, body) in fakes.source.instances.items()}
+
+
+def test_restore_stores_every_archived_instance_and_proves_the_round_trip(fakes: Fakes) -> None:
+    originals = archived(fakes, 3)
+
+    result = run(fakes)
+
+    assert result == {
+        "instanceCount": 3,
+        "restoredCount": 3,
+        "skippedCount": 0,
+        "bytes": sum(len(data) for data in originals.values()),
+        "verified": True,
+        "destination": folder(fakes).uri,
+        "manifestUri": f"gs://{BUCKET}/{folder(fakes).record('manifest.json')}",
+    }
+    assert store_bytes(fakes) == originals
+    assert sorted(fakes.source.stored) == sorted(originals)
+    assert fakes.source.calls["retrieve_instance"] == 3  # each stored instance read back once
+    assert fakes.bucket.uploads == []  # restore writes nothing to the bucket
+
+
+def test_a_second_delivery_of_the_same_restore_changes_nothing(fakes: Fakes) -> None:
+    originals = archived(fakes, 3)
+    run(fakes)
+    fakes.source.stored.clear()
+
+    again = run(fakes)
+
+    assert (again["restoredCount"], again["skippedCount"], again["verified"]) == (0, 3, True)
+    assert fakes.source.calls["store_instance"] == 3  # none in the second delivery
+    assert store_bytes(fakes) == originals
+
+
+def test_instances_already_in_the_store_with_the_archives_bytes_are_skipped(fakes: Fakes) -> None:
+    originals = archived(fakes, 3)
+    fakes.source.add(sop(2), originals[sop(2)], number=2)
+
+    result = run(fakes)
+
+    assert (result["restoredCount"], result["skippedCount"]) == (2, 1)
+    assert sorted(fakes.source.stored) == [sop(1), sop(3)]
+    assert store_bytes(fakes) == originals
+
+
+def test_an_instance_in_the_store_with_other_bytes_is_a_conflict_and_never_overwritten(fakes: Fakes) -> None:
+    archived(fakes, 3)
+    fakes.source.add(sop(2), b"other bytes")
+
+    with pytest.raises(PermanentError) as error:
+        run(fakes)
+
+    assert error.value.code is Code.RESTORE_CONFLICT
+    assert error.value.details["sopInstanceUID"] == sop(2)
+    assert error.value.details["object"] == f"gs://{BUCKET}/{folder(fakes).instance(sop(2))}"
+    assert store_bytes(fakes)[sop(2)] == b"other bytes"
+
+
+@pytest.mark.parametrize(("same", "code"), [(True, None), (False, Code.RESTORE_CONFLICT)])
+def test_an_instance_stored_between_the_search_and_its_stow_is_compared(
+    fakes: Fakes, same: bool, code: Code | None
+) -> None:
+    originals = archived(fakes, 2)
+    body = originals[sop(1)] if same else b"someone else's instance"
+    fakes.source.at("store_instance", 1, lambda: fakes.source.add(sop(1), body))
+
+    if code is None:
+        result = run(fakes)
+        assert (result["restoredCount"], result["skippedCount"]) == (1, 1)
+    else:
+        with pytest.raises(PermanentError) as error:
+            run(fakes)
+        assert error.value.code is code
+    assert store_bytes(fakes)[sop(1)] == body
+
+
+def test_without_a_manifest_the_folders_dcm_objects_are_restored(fakes: Fakes) -> None:
+    bodies = {sop(n): fakes.source.add(sop(n), number=n) for n in (1, 2)}
+    fakes.source.instances.clear()
+    for uid, body in bodies.items():
+        fakes.bucket.put(BUCKET, folder(fakes).instance(uid), body)
+    fakes.bucket.put(BUCKET, folder(fakes).record("notes.txt"), b"not an instance")
+
+    result = run(fakes)
+
+    assert "manifestUri" not in result
+    assert (result["instanceCount"], result["restoredCount"]) == (2, 2)
+    assert store_bytes(fakes) == bodies
+
+
+@pytest.mark.parametrize("damage", ["object_differs", "object_missing"])
+def test_an_archive_that_does_not_match_its_manifest_restores_nothing(fakes: Fakes, damage: str) -> None:
+    archived(fakes, 3)
+    name = folder(fakes).instance(sop(2))
+    if damage == "object_differs":
+        fakes.bucket.replace(BUCKET, name, b"changed")
+    else:
+        fakes.bucket.remove(BUCKET, name)
+
+    with pytest.raises(PermanentError) as error:
+        run(fakes)
+
+    assert error.value.code is Code.VERIFICATION_FAILED
+    assert error.value.message.endswith("nothing was restored")
+    assert error.value.details["differences"] == [{"sopInstanceUID": sop(2), "problem": damage}]
+    assert fakes.source.calls["store_instance"] == 0
+
+
+def test_no_archive_of_the_series_is_series_not_found(fakes: Fakes) -> None:
+    with pytest.raises(PermanentError) as error:
+        run(fakes)
+
+    assert error.value.code is Code.SERIES_NOT_FOUND
+    assert fakes.source.calls["store_instance"] == 0
+
+
+def test_a_read_back_that_differs_is_verification_failed(fakes: Fakes) -> None:
+    archived(fakes, 2)
+    # the store keeps other bytes than it was sent (the first read-back is the verification's)
+    fakes.source.at("retrieve_instance", 1, lambda: fakes.source.add(sop(1), b"transcoded"))
+
+    with pytest.raises(PermanentError) as error:
+        run(fakes)
+
+    assert error.value.code is Code.VERIFICATION_FAILED
+    assert error.value.details["differences"] == [{"sopInstanceUID": sop(1), "problem": "instance_differs"}]
+
+
+def test_an_instance_the_search_after_the_restore_lacks_is_not_in_store(fakes: Fakes) -> None:
+    archived(fakes, 2)
+    fakes.source.at("search_instances", 2, lambda: fakes.source.instances.pop(sop(2)))
+
+    with pytest.raises(PermanentError) as error:
+        run(fakes)
+
+    assert error.value.code is Code.VERIFICATION_FAILED
+    assert error.value.details["differences"] == [{"sopInstanceUID": sop(2), "problem": "not_in_store"}]
+
+
+def test_a_transient_stow_failure_is_retried_for_that_instance_alone(fakes: Fakes) -> None:
+    originals = archived(fakes, 2)
+    fakes.source.refuse("store_instance", RetryableError("503"), call=1)
+
+    result = run(fakes)
+
+    assert result["restoredCount"] == 2
+    assert fakes.source.calls["store_instance"] == 3
+    assert store_bytes(fakes) == originals
+
+
+def test_a_lost_stow_answer_is_retried_and_finds_the_instance_present(fakes: Fakes) -> None:
+    originals = archived(fakes, 1)
+    fakes.source.lose_answer("store_instance", 1)
+
+    result = run(fakes)
+
+    assert (result["restoredCount"], result["skippedCount"], result["verified"]) == (0, 1, True)
+    assert store_bytes(fakes) == originals
+
+
+def test_bytes_read_other_than_archived_never_make_a_whole_stow(
+    fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    originals = archived(fakes, 1)
+    real_read = fakes.bucket.read
+    reads = []
+
+    def corrupt_first(bucket: str, name: str, generation: int) -> Iterator[bytes]:
+        reads.append(name)
+        for chunk in real_read(bucket, name, generation):
+            yield chunk if len(reads) > 1 else chunk[:-1] + bytes([chunk[-1] ^ 1])
+
+    monkeypatch.setattr(fakes.bucket, "read", corrupt_first)
+
+    result = run(fakes)
+
+    assert result["restoredCount"] == 1
+    assert len(reads) == 2  # the corrupt stream broke off; the retry read the object again
+    assert store_bytes(fakes) == originals
+
+
+def test_instances_stream_from_the_bucket_in_chunks(fakes: Fakes, monkeypatch: pytest.MonkeyPatch) -> None:
+    archived(fakes, 1)
+    fakes.bucket.read_chunk_bytes = 100
+    real_store = fakes.source.store_instance
+    chunk_sizes: list[int] = []
+
+    def watching(
+        series: object, sop_uid: str, chunks: Iterator[bytes], size: int, **kwargs: object
+    ) -> object:
+        def watched() -> Iterator[bytes]:
+            for chunk in chunks:
+                chunk_sizes.append(len(chunk))
+                yield chunk
+
+        return real_store(fakes.source.series, sop_uid, watched(), size)
+
+    monkeypatch.setattr(fakes.source, "store_instance", watching)
+
+    run(fakes)
+
+    assert len(chunk_sizes) > 2 and max(chunk_sizes) <= 100  # never the whole object at once
+
+
+def test_an_object_that_holds_another_instance_is_never_stored_as_this_one(fakes: Fakes) -> None:
+    body = fakes.source.add(sop(2))
+    fakes.source.instances.clear()
+    fakes.bucket.put(BUCKET, folder(fakes).instance(sop(1)), body)  # no manifest: the object is the entry
+
+    with pytest.raises(PermanentError) as error:
+        run(fakes)
+
+    assert error.value.code is Code.INSTANCE_UNREADABLE
+    assert fakes.source.instances == {}
+
+
+def test_a_store_that_answers_404_to_stow_is_series_not_found(fakes: Fakes) -> None:
+    archived(fakes, 1)
+    fakes.source.refuse("store_instance", SourceGone())
+
+    with pytest.raises(PermanentError) as error:
+        run(fakes)
+
+    assert error.value.code is Code.SERIES_NOT_FOUND
+
+
+def test_at_the_deadline_the_rest_is_handed_on_and_the_continuation_finishes(fakes: Fakes) -> None:
+    originals = archived(fakes, 6)
+    job = fakes.job(Action.RESTORE, destination=DESTINATION, remaining=0.0)
+
+    handed = restore(job)
+
+    assert isinstance(handed, HandedOn)
+    assert fakes.source.calls["store_instance"] == ACTION_SETTINGS.concurrency  # the first batch only
+    result = restore(fakes.follow_up(job))
+    assert isinstance(result, dict)
+    assert (result["restoredCount"], result["skippedCount"], result["verified"]) == (2, 4, True)
+    assert store_bytes(fakes) == originals
+
+
+def test_restore_needs_restore_enabled(fakes: Fakes) -> None:
+    archived(fakes, 1)
+    body = {"action": "restore", "series": SERIES_PATH, "destination": DESTINATION.uri()}
+
+    event = Worker(ACTION_SETTINGS, fakes.ports, actions()).handle(message(body))
+
+    assert event is not None and event.error is not None
+    assert event.error.code is Code.RESTORE_DISABLED
+    assert fakes.source.calls["store_instance"] == 0
+
+
+def test_the_restore_event_through_the_worker(fakes: Fakes) -> None:
+    archived(fakes, 2)
+    body = {"action": "restore", "series": SERIES_PATH, "destination": DESTINATION.uri()}
+
+    event = Worker(RESTORE_SETTINGS, fakes.ports, actions()).handle(message(body))
+
+    assert event is not None and event.status == "succeeded"
+    (published,) = fakes.publisher.to(COMPLETION_TOPIC)  # validated against the schema on the way
+    assert published.json()["restoredCount"] == 2
+    assert published.attributes["action"] == "restore"
+
+
+def test_restore_obeys_allowed_dicom_stores(fakes: Fakes) -> None:
+    archived(fakes, 1)
+    settings = replace(
+        RESTORE_SETTINGS, allowed_dicom_stores=("projects/other/locations/l/datasets/d/dicomStores/s",)
+    )
+    body = {"action": "restore", "series": SERIES_PATH, "destination": DESTINATION.uri()}
+
+    event = Worker(settings, fakes.ports, actions()).handle(message(body))
+
+    assert event is not None and event.error is not None
+    assert event.error.code is Code.STORE_NOT_ALLOWED
+    assert fakes.source.calls["store_instance"] == 0
