@@ -182,6 +182,18 @@ class Storage:
         except Exception as error:
             raise _translate(error, "listing objects") from None
 
+    def subfolders(self, location: GcsLocation) -> builtins.list[str]:
+        """The names of the folders right below a location, from a listing with a delimiter (no object
+        below them is listed)."""
+        prefix = location.prefix + "/" if location.prefix else ""
+        try:
+            iterator = self._client.list_blobs(location.bucket, prefix=prefix, delimiter="/")
+            for _ in iterator.pages:  # the prefixes are collected page by page
+                pass
+        except Exception as error:
+            raise _translate(error, "listing folders") from None
+        return sorted(str(name)[len(prefix) :].rstrip("/") for name in iterator.prefixes)
+
     def upload(
         self,
         bucket: str,

@@ -131,6 +131,20 @@ def test_fan_out_archive_of_a_store_completes_every_series(
     assert len([name for name in names if name.endswith(".dcm")]) == 12 * INSTANCES_PER_SERIES
     assert deployment.no_more_events(0.3) == []
 
+    # The way back, over the archive: one verify request per series folder, for the store they came from.
+    archive = f"gs://{bucket}/archive"
+    listed = cli(
+        cli_env(stack, deployment), "fan-out", "restore", archive, "--store", dicom_store, "--dry-run"
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert set(listed.stdout.split()) == {series_path(dicom_store, s) for s in seeded}
+    result = cli(cli_env(stack, deployment), "fan-out", "verify", archive, "--store", dicom_store)
+    assert result.returncode == 0, result.stderr
+    assert one_line(result.stdout) == "series found: 12; requests published: 12; failures: 0"
+    verified = deployment.pull_events(12, timeout=60)
+    assert {e.data["action"] for e in verified} == {"verify"}
+    assert [e.data.get("verified") for e in verified] == [True] * 12, [e.data for e in verified]
+
 
 def test_fan_out_dry_run_lists_the_series_and_publishes_nothing(
     stack: Stack, healthcare: HealthcareEmulator, dicom_store: str, deploy: Callable[..., Deployment]

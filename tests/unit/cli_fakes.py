@@ -54,7 +54,7 @@ def no_clients() -> Clients:
     def never(*_: Any) -> Any:
         raise AssertionError("a client was made")
 
-    return Clients(publisher=never, subscriber=never, dicomweb=never, worker=never)
+    return Clients(publisher=never, subscriber=never, dicomweb=never, worker=never, storage=never)
 
 
 def run_cli(

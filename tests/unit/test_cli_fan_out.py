@@ -176,3 +176,107 @@ def test_fan_out_search_failures_exit_1(
     code, out, err = run_cli(capsys, "fan-out", "search", STORE, clients=clients)
     assert (code, out) == (EXIT_FAILED, "")
     assert usage_line(err).startswith(line)
+
+
+# -- restore and verify: the series folders of an archive ------------------------------------------
+
+
+class FakeArchive:
+    """The folders of an archive bucket, as Storage.subfolders lists them."""
+
+    def __init__(self, folders: dict[str, list[str]]) -> None:
+        self.folders = folders
+        self.listed: list[str] = []
+
+    def subfolders(self, location: Any) -> list[str]:
+        self.listed.append(location.uri())
+        return self.folders.get(location.prefix, [])
+
+
+def archive_clients(archive: FakeArchive, publisher: FakePublisherClient | None = None) -> Clients:
+    def no_dicomweb(settings: Settings) -> Any:
+        raise AssertionError("an archive fan-out searched a store")
+
+    def never() -> Any:
+        raise AssertionError("a dry run made a publisher")
+
+    return Clients(
+        dicomweb=no_dicomweb,
+        storage=lambda settings: archive,
+        publisher=(lambda: publisher) if publisher is not None else never,
+    )
+
+
+@pytest.mark.parametrize("action", ["restore", "verify"])
+def test_fan_out_over_an_archive_publishes_one_request_per_series_folder(
+    capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    archive = FakeArchive(
+        {
+            "cold": [f"{STUDY}.1", f"{STUDY}.2", "not-a-uid"],
+            f"cold/{STUDY}.1": [f"{SERIES}.1", f"{SERIES}.2"],
+            f"cold/{STUDY}.2": [f"{SERIES}.3", "tmp"],
+        }
+    )
+    client = FakePublisherClient()
+
+    code, out, err = run_cli(
+        capsys,
+        "fan-out",
+        action,
+        "gs://archive/cold",
+        "--store",
+        STORE,
+        clients=archive_clients(archive, client),
+    )
+
+    assert code == EXIT_OK, err
+    assert out == "series found: 3; requests published: 3; failures: 0\n"
+    assert [body["series"] for _, body, _ in client.published] == [
+        SeriesRef(STORE_REF, f"{STUDY}.1", f"{SERIES}.1").source,
+        SeriesRef(STORE_REF, f"{STUDY}.1", f"{SERIES}.2").source,
+        SeriesRef(STORE_REF, f"{STUDY}.2", f"{SERIES}.3").source,
+    ]
+    assert {body["destination"] for _, body, _ in client.published} == {"gs://archive/cold"}
+    assert {attributes["action"] for _, _, attributes in client.published} == {action}
+    assert archive.listed == [
+        "gs://archive/cold",
+        f"gs://archive/cold/{STUDY}.1",
+        f"gs://archive/cold/{STUDY}.2",
+    ]
+
+
+def test_fan_out_restore_dry_run_lists_the_series(capsys: pytest.CaptureFixture[str]) -> None:
+    archive = FakeArchive({"cold": [STUDY], f"cold/{STUDY}": [SERIES]})
+
+    code, out, err = run_cli(
+        capsys,
+        "fan-out",
+        "restore",
+        "gs://archive/cold",
+        "--store",
+        STORE,
+        "--dry-run",
+        clients=archive_clients(archive),
+    )
+
+    assert code == EXIT_OK, err
+    assert out == SeriesRef(STORE_REF, STUDY, SERIES).source + "\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["fan-out", "restore", "gs://archive/cold"], "give --store"),
+        (["fan-out", "restore", STORE, "--store", STORE], "TARGET must be a gs://bucket/prefix URL"),
+        (["fan-out", "verify", "gs://archive/cold", "--store", STORE, "--modality", "CT"], "not an archive"),
+        (["fan-out", "archive", STORE, "--store", STORE], "--store goes with restore and verify"),
+    ],
+)
+def test_fan_out_over_an_archive_refuses_bad_arguments(
+    capsys: pytest.CaptureFixture[str], argv: list[str], reason: str
+) -> None:
+    code, _, err = run_cli(capsys, *argv)
+
+    assert code == EXIT_USAGE
+    assert reason in usage_line(err)

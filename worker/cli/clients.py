@@ -14,6 +14,7 @@ from worker.settings import Settings
 if TYPE_CHECKING:
     from worker.delivery import Worker
     from worker.dicomweb import DicomWebClient
+    from worker.storage import Storage
 
 _T = TypeVar("_T")
 PUBLISH_IN_FLIGHT = 1000  # fan-out: publish() blocks while this many messages are unconfirmed
@@ -49,6 +50,12 @@ def _dicomweb_client(settings: Settings) -> DicomWebClient:
     return DicomWebClient(settings, build_session(settings))
 
 
+def _storage(settings: Settings) -> Storage:
+    from worker.wiring import storage_client
+
+    return storage_client(settings)
+
+
 def _worker(settings: Settings) -> Worker:
     from worker.wiring import build_worker
 
@@ -63,6 +70,7 @@ class Clients:
     subscriber: Callable[[], Any] = _subscriber_client  # a google.cloud.pubsub_v1.SubscriberClient
     dicomweb: Callable[[Settings], DicomWebClient] = _dicomweb_client
     worker: Callable[[Settings], Worker] = _worker
+    storage: Callable[[Settings], Storage] = _storage
 
 
 def make(factory: Callable[..., _T], *args: Any) -> _T:

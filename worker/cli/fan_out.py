@@ -13,6 +13,7 @@ from worker.cli.arguments import (
     EXIT_FAILED,
     EXIT_OK,
     Parser,
+    UsageError,
     action_argument,
     add_command,
     modality,
@@ -27,24 +28,30 @@ from worker.cli.checks import (
     parse_target,
     request_topic,
     settings_from,
+    usage_errors,
 )
 from worker.cli.clients import Clients, make, stop_publisher
 from worker.cli.output import ProgressLine, print_error, reason
 from worker.errors import PermanentError, RetryableError, SourceGone
-from worker.models import SeriesRef
+from worker.models import DicomStore, GcsLocation, SeriesRef, is_uid
 from worker.request import SeriesRequest
+from worker.settings import Settings
 
 PUBLISH_TIMEOUT_SECONDS = 60.0  # per future, once every message of a fan-out is handed to the client
 
 _EPILOG = """\
 TARGET is a study, projects/.../dicomStores/s/dicomWeb/studies/X (studies/X with DICOMWEB_URL), or a
-whole store, projects/.../dicomStores/s (- or all with DICOMWEB_URL). The progress line goes to stderr;
-the summary (series found, requests published, failures) to stdout; --dry-run lists the series instead.
+whole store, projects/.../dicomStores/s (- or all with DICOMWEB_URL). For restore and verify, TARGET is
+an archive, gs://bucket/prefix: one request per series folder under it ({prefix}/{study}/{series}), for
+the store given with --store (left out with DICOMWEB_URL). The progress line goes to stderr; the summary
+(series found, requests published, failures) to stdout; --dry-run lists the series instead.
 
 examples:
   python -m worker fan-out archive projects/p/locations/l/datasets/d/dicomStores/s \\
       --modality CT --study-date 20240101-20241231 --dry-run
   python -m worker fan-out retrieve projects/p/locations/l/datasets/d/dicomStores/s/dicomWeb/studies/1.2.3
+  python -m worker fan-out restore gs://my-archive/dicom \\
+      --store projects/p/locations/l/datasets/d/dicomStores/s
 """
 
 
@@ -67,6 +74,11 @@ def add_parser(commands: argparse._SubParsersAction[Parser], parents: Sequence[P
         help="only studies of this date or range: 20240101, 20240101-20241231, 20240101-, -20241231",
     )
     request_arguments(fan_out, request_id=False)
+    fan_out.add_argument(
+        "--store",
+        metavar="STORE_PATH",
+        help="restore, verify: the store of the series (projects/.../dicomStores/s)",
+    )
     fan_out.add_argument("--dry-run", action="store_true", help="list the series; publish nothing")
     fan_out.add_argument(
         "--page-size", type=positive_int, metavar="N", help="search page size (default: SEARCH_PAGE_SIZE)"
@@ -121,14 +133,52 @@ def publish_all(
     return PublishOutcome(total - len(failures), failures)
 
 
+ARCHIVE_ACTIONS = frozenset({"restore", "verify"})  # their TARGET is an archive, not a store
+
+
+def archived_series(
+    args: argparse.Namespace, settings: Settings, clients: Clients
+) -> tuple[SeriesRequest, list[SeriesRef]]:
+    """restore and verify: the series folders of the archive TARGET, as series of the --store."""
+    if args.modality or args.study_date:
+        raise UsageError("--modality and --study-date filter a store's search, not an archive")
+    with usage_errors():
+        archive = GcsLocation.parse(args.target, "TARGET")
+        store = DicomStore.parse(args.store) if args.store else None
+    if (store is None) != (settings.dicomweb_url is not None):
+        raise UsageError("give --store projects/.../dicomStores/s (left out only with DICOMWEB_URL)")
+    probe = SeriesRef(store, "1", "1")
+    template = checked_request(
+        args.action, probe.source, destination=archive.uri(), request_id=None, options=args.option
+    )
+    storage = make(clients.storage, settings)
+    found: list[SeriesRef] = []
+    for study in storage.subfolders(archive):
+        if not is_uid(study):
+            continue  # not a study folder of this layout
+        for series in storage.subfolders(GcsLocation(archive.bucket, archive.object_name(study))):
+            if is_uid(series):
+                found.append(SeriesRef(store, study, series))
+    return template, found
+
+
 def cmd_fan_out(args: argparse.Namespace, env: Mapping[str, str], clients: Clients) -> int:
     settings = settings_from(env, {"REQUEST_TOPIC": args.request_topic})
+    topic = None if args.dry_run else request_topic(settings)
+    if args.action in ARCHIVE_ACTIONS:
+        try:
+            template, found = archived_series(args, settings, clients)
+        except (PermanentError, RetryableError) as error:
+            print_error(f"the archive listing failed: {error}")
+            return EXIT_FAILED
+        return publish_found(args, template, found, topic, clients)
+    if args.store:
+        raise UsageError("--store goes with restore and verify (their TARGET is an archive)")
     store, study = parse_target(args.target, settings)
     probe = SeriesRef(store, study or "1", "1")
     template = checked_request(
         args.action, probe.source, destination=args.destination, request_id=None, options=args.option
     )
-    topic = None if args.dry_run else request_topic(settings)
     filters = {}
     if args.modality:
         filters["Modality"] = args.modality
@@ -144,6 +194,17 @@ def cmd_fan_out(args: argparse.Namespace, env: Mapping[str, str], clients: Clien
     except (PermanentError, RetryableError) as error:
         print_error(f"the series search failed: {error}")
         return EXIT_FAILED
+    return publish_found(args, template, found, topic, clients)
+
+
+def publish_found(
+    args: argparse.Namespace,
+    template: SeriesRequest,
+    found: list[SeriesRef],
+    topic: str | None,
+    clients: Clients,
+) -> int:
+    """Publish one request per series found (or list them with --dry-run); the summary on stdout."""
     if args.dry_run:
         for series in found:
             print(series.source)
