@@ -74,16 +74,31 @@ class FoundManifest:
 
 def latest_manifest(storage: ObjectStore, folder: SeriesFolder) -> FoundManifest | None:
     """The newest manifest this worker wrote in the folder for the same series of the same store."""
-    series = folder.series
     for stored in reversed(storage.json_versions(folder.bucket, folder.record(MANIFEST_NAME))):
-        body = storage.read_json(folder.bucket, stored.name)
-        if (
-            isinstance(body, dict)
-            and body.get("sourceStore") == series.store_name
-            and body.get("series") == series.source
-            and isinstance(body.get("instanceCount"), int)
-        ):
-            return FoundManifest(stored, body)
+        found = _read_manifest(storage, folder, stored)
+        if found is not None:
+            return found
+    return None
+
+
+def manifests(storage: ObjectStore, folder: SeriesFolder) -> list[FoundManifest]:
+    """Every manifest this worker wrote in the folder for the same series of the same store, oldest
+    first."""
+    versions = storage.json_versions(folder.bucket, folder.record(MANIFEST_NAME))
+    found = [_read_manifest(storage, folder, stored) for stored in versions]
+    return [item for item in found if item is not None]
+
+
+def _read_manifest(storage: ObjectStore, folder: SeriesFolder, stored: StoredObject) -> FoundManifest | None:
+    series = folder.series
+    body = storage.read_json(folder.bucket, stored.name)
+    if (
+        isinstance(body, dict)
+        and body.get("sourceStore") == series.store_name
+        and body.get("series") == series.source
+        and isinstance(body.get("instanceCount"), int)
+    ):
+        return FoundManifest(stored, body)
     return None
 
 
@@ -101,7 +116,7 @@ class Archived:
 @dataclass(frozen=True)
 class ArchiveContents:
     """A series folder read once: its newest manifest of the same series and store (if any), the
-    instances it lists (else the `.dcm` objects there), and the folder's objects by name."""
+    instances its manifests list (else the `.dcm` objects there), and the folder's objects by name."""
 
     folder: SeriesFolder
     manifest: FoundManifest | None
@@ -113,18 +128,23 @@ class ArchiveContents:
 
 
 def read_archive(storage: ObjectStore, folder: SeriesFolder) -> ArchiveContents:
-    """The folder's manifest and objects. Object names always follow the layout (`{sop}.dcm` in the
-    folder), whatever a manifest says, so a manifest cannot point anywhere else; entries without a valid
-    UID, size or CRC32C are left out."""
+    """The folder's manifests and objects. The entries are those of every manifest of the same series
+    and store, a newer one's entry winning for the same instance: an archive or retrieve redelivered
+    part-way writes one manifest per delivery, each listing what that delivery handled, so the newest
+    alone may list only the last few instances. Object names always follow the layout (`{sop}.dcm` in
+    the folder), whatever a manifest says, so a manifest cannot point anywhere else; entries without a
+    valid UID, size or CRC32C are left out. Without a manifest, the folder's `.dcm` objects."""
     objects = {item.name: item for item in storage.list(folder.location)}
-    manifest = latest_manifest(storage, folder)
+    found = manifests(storage, folder)
+    manifest = found[-1] if found else None
     entries: dict[str, Archived] = {}
-    if manifest is not None:
-        listed = manifest.body.get("instances")
-        for item in listed if isinstance(listed, list) else []:
-            entry = _entry(folder, item)
-            if entry is not None:
-                entries[entry.sop_uid] = entry
+    if found:
+        for each in found:
+            listed = each.body.get("instances")
+            for item in listed if isinstance(listed, list) else []:
+                entry = _entry(folder, item)
+                if entry is not None:
+                    entries[entry.sop_uid] = entry
     else:
         prefix = folder.name + "/"
         for name, stored in objects.items():

@@ -1,14 +1,15 @@
 """Action `restore`: a series back from its archive into the store, by STOW-RS, then proved byte for byte.
 
-The series folder is read once (worker.manifest.read_archive): the instances of its newest manifest of the
-same series and store, else its `.dcm` objects. An archive whose objects do not match its manifest is
+The series folder is read once (worker.manifest.read_archive): the instances of its manifests of the same
+series and store, else its `.dcm` objects. An archive whose objects do not match its manifest is
 `verification_failed` before anything is written. The store's series is searched once, completely; an
 instance it already has is read back (`transfer-syntax=*`) and compared (size and CRC32C) with the
 archive: equal is skipped, different is `restore_conflict` and is never overwritten. Every other instance
 is sent by STOW-RS, one per request, streamed from its object's listed generation (bounded memory),
 concurrently, each retried on its own; the bytes sent are checked against the archive's size and CRC32C
 as they stream, and a stream that differs is broken off before its end, so the store keeps nothing of it.
-An instance the server already holds (failure reason 0x0111) is compared like the others.
+An instance the server already holds (failure reason 0x0111) is compared like the others (Orthanc lists a
+duplicate as stored and keeps its own bytes: the read-back of the verification compares it).
 
 Then verification: a complete search must list every archived instance, and every instance this delivery
 stored is read back and compared with the archive (the skipped ones were just read back). `verified: true`

@@ -138,6 +138,23 @@ def test_an_instance_stored_between_the_search_and_its_stow_is_compared(
     assert store_bytes(fakes)[sop(1)] == body
 
 
+def test_every_manifest_of_the_series_counts_not_only_the_newest(fakes: Fakes) -> None:
+    # An archive redelivered part-way writes one manifest per delivery, each listing what it handled.
+    originals = fakes.source.add_series(3)
+    copy_series(fakes.job(Action.RETRIEVE, destination=DESTINATION))
+    fakes.source.instances.pop(sop(1))
+    fakes.source.instances.pop(sop(2))
+    later = copy_series(fakes.job(Action.RETRIEVE, destination=DESTINATION, request_id="req-2"))
+    assert isinstance(later, dict) and later["manifestUri"].endswith("/manifest.2.json")
+    fakes.source.instances.clear()
+
+    result = run(fakes)
+
+    assert (result["instanceCount"], result["restoredCount"]) == (3, 3)
+    assert result["manifestUri"] == later["manifestUri"]
+    assert store_bytes(fakes) == originals
+
+
 def test_without_a_manifest_the_folders_dcm_objects_are_restored(fakes: Fakes) -> None:
     bodies = {sop(n): fakes.source.add(sop(n), number=n) for n in (1, 2)}
     fakes.source.instances.clear()
