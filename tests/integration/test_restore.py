@@ -217,3 +217,45 @@ def test_restore_into_a_store_holding_other_bytes_is_a_conflict(backend: Backend
     assert conflict["error"]["code"] == "restore_conflict"
     assert conflict["error"]["details"]["sopInstanceUID"] == series.sop_uids[0]
     assert series.sop_uids[0] in backend.sops(series)
+
+
+def test_a_stow_refused_while_the_series_is_deleted_is_retried_until_the_delete_ends(
+    stack: Stack, deploy: Callable[..., Deployment], dicom_store: str, emulator: EmulatorAdmin
+) -> None:
+    """The Healthcare API refuses inserts into a series while an operation deletes it (the emulator: 409,
+    failure reason 0x0110): transient, so the instance goes in once the delete is done. The instances
+    that delete took are then missing, and the event says so; a second delivery restores them."""
+    bucket = stack.create_bucket(f"restore-{uuid.uuid4().hex[:10]}")
+    backend = Backend(
+        "emulator",
+        deploy({"RESTORE_ENABLED": "true", "DEFAULT_DESTINATION": f"gs://{bucket}/{ARCHIVE}"}),
+        emulator.dicomweb(dicom_store),
+        dicom_store,
+        bucket,
+    )
+    series, data = make_series(3)
+    kept, gone = series.sop_uids[:2], series.sop_uids[2]
+    backend.stow(data)
+    path = backend.path(series)
+    assert backend.request({"action": "retrieve", "series": path})["status"] == "succeeded"
+    series_url = f"{backend.dicomweb_root}/studies/{series.study_uid}/series/{series.series_uid}"
+    with requests.Session() as session:
+        session.trust_env = False
+        session.delete(f"{series_url}/instances/{gone}", timeout=30).raise_for_status()
+        emulator.config(operationDelay=4.0)
+        session.delete(series_url, timeout=30).raise_for_status()  # its operation runs for 4 s
+    emulator.clear_requests()
+
+    during = backend.request({"action": "restore", "series": path, "requestId": "during-delete"})
+
+    assert during["status"] == "failed", during
+    assert during["error"]["code"] == "verification_failed"
+    assert sorted(d["sopInstanceUID"] for d in during["error"]["details"]["differences"]) == sorted(kept)
+    assert {d["problem"] for d in during["error"]["details"]["differences"]} == {"not_in_store"}
+    stows = [r for r in emulator.requests() if r["method"] == "POST" and r["path"].endswith("/studies")]
+    assert len(stows) >= 2  # refused while the delete ran, then stored
+    assert backend.sops(series) == {gone}
+
+    after = backend.request({"action": "restore", "series": path, "requestId": "after-delete"})
+    assert (after["status"], after["restoredCount"], after["skippedCount"]) == ("succeeded", 2, 1), after
+    assert backend.sops(series) == set(series.sop_uids)
