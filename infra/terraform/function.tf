@@ -30,6 +30,7 @@ locals {
     ALLOWED_BUCKETS       = join(",", sort(tolist(local.allowed_buckets)))
     ALLOWED_DICOM_STORES  = join(",", sort(tolist(local.dicom_store_ids)))
     DELETE_ENABLED        = var.delete_enabled ? "true" : "false"
+    RESTORE_ENABLED       = var.restore_enabled ? "true" : "false"
     MAX_DELIVERY_ATTEMPTS = tostring(var.max_delivery_attempts)
     CONCURRENCY           = tostring(var.worker_concurrency)
     DEADLINE_SECONDS      = tostring(var.deadline_seconds)

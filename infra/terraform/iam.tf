@@ -20,10 +20,11 @@ resource "google_healthcare_dicom_store_iam_member" "viewer" {
 }
 
 # DeleteSeries (healthcare.dicomStores.dicomWebDelete) only when deletion is
-# enabled. dicomEditor is the narrowest predefined role holding it; it also
-# holds healthcare.operations.get (see grant below and README).
+# enabled, STOW-RS (dicomWebWrite) only when restore is. dicomEditor is the
+# narrowest predefined role holding them; it also holds healthcare.operations.get
+# (see grant below and README).
 resource "google_healthcare_dicom_store_iam_member" "editor" {
-  for_each = var.delete_enabled && var.grant_dicom_editor ? local.dicom_store_ids : toset([])
+  for_each = (var.delete_enabled || var.restore_enabled) && var.grant_dicom_editor ? local.dicom_store_ids : toset([])
 
   dicom_store_id = each.value
   role           = "roles/healthcare.dicomEditor"

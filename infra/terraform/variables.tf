@@ -252,8 +252,14 @@ variable "delete_enabled" {
   default     = false
 }
 
+variable "restore_enabled" {
+  description = "RESTORE_ENABLED: allow restore requests (STOW-RS of archived instances into the stores). Only when this or delete_enabled is true is roles/healthcare.dicomEditor granted on the stores."
+  type        = bool
+  default     = false
+}
+
 variable "grant_dicom_editor" {
-  description = "When delete_enabled, grant roles/healthcare.dicomEditor on the stores. Set false only if you bind a narrower custom role (dicomWebDelete + operations.get) yourself."
+  description = "When delete_enabled or restore_enabled, grant roles/healthcare.dicomEditor on the stores. Set false only if you bind a narrower custom role (dicomWebDelete + operations.get) yourself."
   type        = bool
   default     = true
 }

@@ -56,6 +56,7 @@ WORKER_ENV = (
     "ALLOWED_BUCKETS",
     "ALLOWED_DICOM_STORES",
     "DELETE_ENABLED",
+    "RESTORE_ENABLED",
     "CONCURRENCY",
     "DEADLINE_SECONDS",
     "HEALTHCARE_API_URL",
@@ -236,6 +237,8 @@ def test_function_environment(module: Module) -> None:
     assert "google_pubsub_topic.completion.id" in env["COMPLETION_TOPIC"]
     assert "google_pubsub_topic.request.id" in env["REQUEST_TOPIC"]
     assert "var.delete_enabled" in env["DELETE_ENABLED"]
+    assert "var.restore_enabled" in env["RESTORE_ENABLED"]
+    assert module.default("restore_enabled") is False
     assert module.default("deadline_seconds") == 480
     assert module.default("deadline_seconds") < module.default("timeout_seconds")
     assert module.default("healthcare_api_url") == "https://healthcare.googleapis.com/v1"
@@ -591,6 +594,7 @@ def test_dicom_store_grants(module: Module) -> None:
     editor = by_role["roles/healthcare.dicomEditor"]
     condition = _refs(editor.get("for_each", editor.get("count")))
     assert "var.delete_enabled" in condition, "dicomEditor must be granted only when delete_enabled"
+    assert "var.restore_enabled" in condition, "restore's STOW-RS needs dicomEditor (dicomWebWrite)"
 
 
 def test_every_delete_capable_grant_is_conditional(module: Module) -> None:
