@@ -22,6 +22,7 @@ skips (after comparing) what an earlier delivery stored, so its `restoredCount` 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ from worker.layout import SeriesFolder
 from worker.manifest import ArchiveContents, Archived, read_archive
 from worker.models import Stow
 from worker.part10 import peek_identity
-from worker.search import complete_listing
+from worker.search import SETTLE_MARGIN_SECONDS, complete_listing
 from worker.storage import crc32c_base64
 from worker.verify import (
     INSTANCE_RETRY_SLACK_SECONDS,
@@ -185,10 +186,24 @@ def _exactly(chunks: Iterator[bytes], entry: Archived) -> Iterator[bytes]:
         yield held
 
 
+def _listing_with(job: Job, expected: set[str]) -> set[str]:
+    """The series' SOP UIDs from a complete search, searched again with backoff while some expected one
+    is missing, for at most SEARCH_SETTLE_SECONDS (search results may lag behind the store's writes)."""
+    settle = job.settings.search_settle_seconds
+    until = time.monotonic() + max(0.0, min(settle, job.remaining() - SETTLE_MARGIN_SECONDS))
+    delay = 0.25
+    while True:
+        listed = {instance.sop_uid for instance in complete_listing(job).instances}
+        if expected <= listed or time.monotonic() + delay > until:
+            return listed
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)
+
+
 def _verify(job: Job, archive: ArchiveContents, done: dict[str, Restored]) -> HandedOn | None:
     """A complete search lists every archived instance; each one stored by this delivery reads back
     with the archive's size and CRC32C (the skipped ones were read back and compared already)."""
-    listed = {instance.sop_uid for instance in complete_listing(job).instances}
+    listed = _listing_with(job, set(done))
     differences = [difference(uid, "not_in_store") for uid in sorted(done) if uid not in listed]
     unchecked = [uid for uid in sorted(done) if uid in listed and not done[uid].checked]
     measured = concurrently(job, unchecked, lambda uid: read_back(job, uid), lambda uid: uid, "verification")

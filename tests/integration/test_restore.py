@@ -228,7 +228,13 @@ def test_a_stow_refused_while_the_series_is_deleted_is_retried_until_the_delete_
     bucket = stack.create_bucket(f"restore-{uuid.uuid4().hex[:10]}")
     backend = Backend(
         "emulator",
-        deploy({"RESTORE_ENABLED": "true", "DEFAULT_DESTINATION": f"gs://{bucket}/{ARCHIVE}"}),
+        deploy(
+            {
+                "RESTORE_ENABLED": "true",
+                "DEFAULT_DESTINATION": f"gs://{bucket}/{ARCHIVE}",
+                "SEARCH_SETTLE_SECONDS": "2",
+            }
+        ),
         emulator.dicomweb(dicom_store),
         dicom_store,
         bucket,

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+import worker.restore
 import worker.search
 from tests.unit.fakes import (
     ACTION_SETTINGS,
@@ -24,6 +25,7 @@ from worker.delivery import Worker
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
 from worker.job import HandedOn
 from worker.layout import SeriesFolder
+from worker.models import Instance, SeriesRef
 from worker.request import Action
 from worker.restore import restore
 from worker.retrieve import copy_series
@@ -36,6 +38,7 @@ RESTORE_SETTINGS = replace(ACTION_SETTINGS, restore_enabled=True)
 def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
     made = Fakes()
     monkeypatch.setattr(worker.search, "time", made.clock)
+    monkeypatch.setattr(worker.restore, "time", made.clock)
     yield made
     assert made.source.calls["delete_instance"] + made.source.calls["delete_series"] == 0
 
@@ -216,6 +219,28 @@ def test_an_instance_the_search_after_the_restore_lacks_is_not_in_store(fakes: F
 
     assert error.value.code is Code.VERIFICATION_FAILED
     assert error.value.details["differences"] == [{"sopInstanceUID": sop(2), "problem": "not_in_store"}]
+
+
+def test_a_search_lagging_behind_the_stows_is_searched_again(fakes: Fakes) -> None:
+    archived(fakes, 2)
+    hidden = {"searches": 0}
+    real_search = fakes.source.search_instances
+
+    def lagging(series: SeriesRef, page_size: int) -> list[Instance]:
+        hidden["searches"] += 1
+        found = real_search(series, page_size)
+        lags = hidden["searches"] == 2  # the search and the series metrics both lag
+        fakes.source.metrics_offset = -1 if lags else 0
+        return [i for i in found if i.sop_uid != sop(2)] if lags else found
+
+    fakes.source.search_instances = lagging  # type: ignore[method-assign]
+    settings = replace(RESTORE_SETTINGS, search_settle_seconds=10.0)
+
+    result = restore(fakes.job(Action.RESTORE, destination=DESTINATION, settings=settings))
+
+    assert isinstance(result, dict) and result["verified"] is True
+    assert hidden["searches"] == 3  # the one before, the lagging one, the one that lists it
+    assert fakes.clock.slept == [0.25]
 
 
 def test_a_transient_stow_failure_is_retried_for_that_instance_alone(fakes: Fakes) -> None:
