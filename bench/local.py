@@ -190,6 +190,20 @@ class Bench:
         response.raise_for_status()
         return Series(STUDY, series, count, size)
 
+    def new_store(self) -> str:
+        """A fresh, empty DICOM store (restore writes into it)."""
+        return self.stack.create_dicom_store(f"{STORE.rsplit('/', 1)[0]}/r-{uuid.uuid4().hex[:10]}")
+
+    def store_count(self, store: str, series: Series) -> int:
+        response = self.session.get(
+            f"{self.stack.healthcare_url}/{store}/dicomWeb/studies/{series.study}/series/{series.series}/instances",
+            params={"limit": "50000"},
+            headers={"Accept": "application/dicom+json"},
+            timeout=120,
+        )
+        response.raise_for_status()
+        return 0 if response.status_code == 204 else len(response.json())
+
     def new_prefix(self, label: str) -> str:
         self._counter += 1
         return f"run-{self._counter:03d}-{label}-{uuid.uuid4().hex[:6]}"

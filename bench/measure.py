@@ -85,13 +85,14 @@ def run_worker(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     from worker.wiring import build_worker
 
     worker = build_worker(Settings.from_env())
-    action = spec.get("action", "retrieve")  # or "archive": copy, check, then delete instance by instance
-    body = {
+    action = spec.get("action", "retrieve")  # archive: copy, check, delete; restore: STOW back, check
+    body: dict[str, Any] = {
         "action": action,
         "series": f"{spec['store']}/dicomWeb/studies/{spec['study']}/series/{spec['series']}",
         "destination": f"gs://{spec['bucket']}/{spec['prefix']}",
-        "options": {"mode": spec["mode"]},
     }
+    if action != "restore":
+        body["options"] = {"mode": spec["mode"]}
     message = Message(json.dumps(body).encode(), {}, f"bench-{os.getpid()}")
 
     def work() -> dict[str, Any]:
@@ -101,10 +102,12 @@ def run_worker(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         result = event.as_json()
         if action == "archive" and result.get("deleted") is not True:
             raise RuntimeError(f"the archive did not delete the series: {result}")
+        if action == "restore" and (result.get("verified") is not True or result.get("skippedCount")):
+            raise RuntimeError(f"the restore did not store and verify every instance: {result}")
         return {
             "instances": result["instanceCount"],
             "bytes": result["bytes"],
-            "uploaded": result["uploadedCount"],
+            "uploaded": result.get("uploadedCount", result.get("restoredCount")),
         }
 
     return work
@@ -166,6 +169,39 @@ def run_ceiling(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     def work() -> dict[str, Any]:
         with ThreadPoolExecutor(concurrency) as pool:
             sizes = list(pool.map(copy, uids))
+        return {"instances": len(sizes), "bytes": sum(sizes)}
+
+    return work
+
+
+def run_stow_ceiling(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """Bare STOW-RS of the archived objects into a store at the worker's concurrency: download each
+    object, POST it as one part; no parsing, comparison or verification (the ceiling for restore)."""
+    concurrency = int(spec["concurrency"])
+    session = loopback_session(concurrency + 4)
+    bucket = storage_client(concurrency + 4).bucket(spec["bucket"])
+    folder = f"{spec['prefix']}/{spec['study']}/{spec['series']}/"
+    names = [blob.name for blob in bucket.list_blobs(prefix=folder) if blob.name.endswith(".dcm")]
+    url = f"{series_root(spec)}/studies"
+    boundary = "bench-stow-boundary"
+    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+
+    def store(name: str) -> int:
+        data = bucket.blob(name).download_as_bytes()
+        body = b"".join(
+            [
+                f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+                data,
+                f"\r\n--{boundary}--\r\n".encode(),
+            ]
+        )
+        response = session.post(url, data=body, headers=headers)
+        response.raise_for_status()
+        return len(data)
+
+    def work() -> dict[str, Any]:
+        with ThreadPoolExecutor(concurrency) as pool:
+            sizes = list(pool.map(store, names))
         return {"instances": len(sizes), "bytes": sum(sizes)}
 
     return work
@@ -250,6 +286,7 @@ KINDS: dict[str, Callable[[dict[str, Any]], Callable[[], dict[str, Any]]]] = {
     "worker": run_worker,
     "baseline": run_baseline,
     "ceiling": run_ceiling,
+    "stow_ceiling": run_stow_ceiling,
     "search_worker": run_search_worker,
     "search_bare": run_search_bare,
     "multipart": run_multipart,

@@ -68,6 +68,9 @@ class Results:
     memory: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # label -> mode -> runs
     multipart: dict[str, Any] | None = None
     archive: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # action -> runs, paired by index
+    restore: dict[str, dict[str, list[dict[str, Any]]]] = field(
+        default_factory=dict
+    )  # shape -> system -> runs
     notes: list[str] = field(default_factory=list)
     load_before: str = ""
     load_after: str = ""
@@ -338,6 +341,44 @@ def archive_table(results: Results) -> list[str]:
     return lines
 
 
+def restore_targets(results: Results, small: str, memory_small: str, memory_large: str) -> list[Target]:
+    found: list[Target] = []
+    systems = results.restore.get(small, {})
+    worker, ceiling = systems.get("worker", []), systems.get("ceiling", [])
+    name = f"restore {small}: 80 % or more of a bare STOW ceiling at the same concurrency"
+    if worker and ceiling:
+        ratio = paired_ratio(worker, ceiling)
+        found.append(Target(name, f"{fmt(ratio * 100, 0)} %", "≥ 80 %", ratio >= 0.8))
+    else:
+        found.append(Target(name, "", "≥ 80 %", None))
+    a = results.restore.get(memory_small, {}).get("worker", [])
+    b = results.restore.get(memory_large, {}).get("worker", [])
+    growth = median(r["peak_rss"] for r in b) - median(r["peak_rss"] for r in a) if a and b else float("nan")
+    found.append(
+        Target(
+            f"memory, restore: {memory_large} series within 64 MB of the {memory_small} one",
+            f"{'+' if growth >= 0 else ''}{mib(growth)} MiB" if a and b else "",
+            "≤ +64 MB (61 MiB)",
+            growth <= 64 * MB if a and b else None,
+        )
+    )
+    return found
+
+
+def restore_table(results: Results) -> list[str]:
+    lines = ["| shape | system | runs | median MB/s | median s | peak RSS MiB | CPU s (client) |"]
+    lines.append("|---|---|---:|---:|---:|---:|---:|")
+    for label, systems in results.restore.items():
+        for system, runs in systems.items():
+            if runs:
+                lines.append(
+                    f"| {label} | {system} | {len(runs)} | {fmt(median(mbps(r) for r in runs), 1)}"
+                    f" | {fmt(median(r['seconds'] for r in runs))} | {mib(max(r['peak_rss'] for r in runs))}"
+                    f" | {fmt(median(r['cpu'] for r in runs))} |"
+                )
+    return lines
+
+
 def targets_table(found: list[Target]) -> list[str]:
     lines = ["| target | measured | limit | PASS/FAIL |", "|---|---:|---:|---|"]
     lines += [f"| {t.name} | {t.measured} | {t.limit} | {t.verdict} |" for t in found]
@@ -443,6 +484,14 @@ def render(results: Results, found: list[Target]) -> str:
         " back to back, in alternating order, worker mode instances.",
         "",
         *archive_table(results),
+        "",
+        "## Restore (STOW-RS from the archive into a fresh store) against a bare STOW ceiling",
+        "",
+        "Each repetition archives a fresh series (untimed), then restores it into a fresh store with the"
+        " worker and with the ceiling (download each object, POST it as one part, same concurrency), in"
+        " alternating order; the worker also reads every instance back to verify it.",
+        "",
+        *restore_table(results),
         "",
         "## Multipart splitter (bench/multipart_speed.py, crc32 consumer)",
         "",

@@ -24,7 +24,7 @@ from bench.local import BUCKET, STORE, Bench, Series
 from infra.local.stack import REPO_ROOT, install_signal_handlers
 
 BENCH_DIR = Path(__file__).resolve().parent
-SECTIONS = ("multipart", "coldstart", "search", "retrieve", "archive", "memory")
+SECTIONS = ("multipart", "coldstart", "search", "retrieve", "archive", "restore", "memory")
 SYSTEMS = ("worker:instances", "worker:series", "baseline", "ceiling")
 CONCURRENCY = 16  # the worker's default (Settings.concurrency); the ceiling uses the same
 
@@ -167,6 +167,66 @@ def run_archive(bench: Bench, results: report.Results, runs: int, progress: Prog
             bench.remove(prefix)
             results.archive.setdefault(action, []).append(run)
             progress(f"archive {SMALL_REMOTE} {action} run {repetition + 1}/{runs}: {run['seconds']:.2f} s")
+
+
+def archived(bench: Bench, count: int, size: int) -> tuple[Series, str]:
+    """A fresh series, copied into a fresh prefix by the worker (untimed): an archive to restore."""
+    series = bench.seed(count, size)
+    prefix = bench.new_prefix("archive-src")
+    spec = {
+        "kind": "worker",
+        "mode": "instances",
+        "study": series.study,
+        "series": series.series,
+        "prefix": prefix,
+        "concurrency": CONCURRENCY,
+    }
+    bench.measure(spec, timeout=1200)
+    return series, prefix
+
+
+def restore_run(bench: Bench, series: Series, prefix: str, system: str) -> dict[str, Any]:
+    store = bench.new_store()
+    spec: dict[str, Any] = {
+        "kind": "worker" if system == "worker" else "stow_ceiling",
+        "action": "restore",
+        "store": store,
+        "study": series.study,
+        "series": series.series,
+        "prefix": prefix,
+        "concurrency": CONCURRENCY,
+        "env": {"RESTORE_ENABLED": "true"},
+    }
+    run = flatten(bench.measure(spec, timeout=1800))
+    stored = bench.store_count(store, series)
+    if stored != series.count or run["instances"] != series.count:
+        raise RuntimeError(f"restore {system}: {stored} instances in the store, {run['instances']} reported")
+    return run
+
+
+def run_restore(bench: Bench, results: report.Results, runs: int, quick: bool, progress: Progress) -> None:
+    """Restore against a bare STOW ceiling (500 x 0.5 MB, alternating, paired by repetition); then the
+    worker's peak RSS restoring a 100 MB and a 2 GB series of 5 MB instances."""
+    for repetition in range(runs):
+        series, prefix = archived(bench, 500, 500_000)
+        order = ("worker", "ceiling") if repetition % 2 == 0 else ("ceiling", "worker")
+        for system in order:
+            run = restore_run(bench, series, prefix, system)
+            results.restore.setdefault(SMALL, {}).setdefault(system, []).append(run)
+            progress(f"restore {SMALL} {system} run {repetition + 1}/{runs}: {mbps_text(run)}")
+        bench.remove(prefix)
+    plan = [(MEMORY_SMALL, 20)] if quick else [(MEMORY_SMALL, 20), (MEMORY_LARGE, 400)]
+    for label, count in plan:
+        series, prefix = archived(bench, count, 5_000_000)
+        run = restore_run(bench, series, prefix, "worker")
+        results.restore.setdefault(label, {}).setdefault("worker", []).append(run)
+        progress(f"restore {label}: peak RSS {run['peak_rss'] / 2**20:.0f} MiB, {run['seconds']:.1f} s")
+        bench.remove(prefix)
+
+
+def mbps_text(run: dict[str, Any]) -> str:
+    rate, rss = run["bytes"] / run["seconds"] / 1e6, run["peak_rss"] / 2**20
+    return f"{rate:.1f} MB/s, {run['seconds']:.1f} s, peak RSS {rss:.0f} MiB"
 
 
 def run_memory(bench: Bench, results: report.Results, quick: bool, progress: Progress) -> None:
@@ -379,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             run_retrieve(bench, results, shapes(args.quick, args.runs), progress)
         if "archive" in sections:
             run_archive(bench, results, small_runs, progress)
+        if "restore" in sections:
+            run_restore(bench, results, small_runs, args.quick, progress)
         if "memory" in sections:
             run_memory(bench, results, args.quick, progress)
     finally:
@@ -413,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     found = report.targets(results, [SMALL, SMALL_REMOTE], MEMORY_SMALL, MEMORY_LARGE, LARGE)
     found.append(report.archive_target(results, SMALL_REMOTE))
+    found += report.restore_targets(results, SMALL, MEMORY_SMALL, MEMORY_LARGE)
     text = report.render(results, found)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "results.md").write_text(text)

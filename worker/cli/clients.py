@@ -6,15 +6,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from worker.cli.arguments import UsageError
+from worker.models import GcsLocation
 from worker.settings import Settings
 
 if TYPE_CHECKING:
     from worker.delivery import Worker
     from worker.dicomweb import DicomWebClient
-    from worker.storage import Storage
 
 _T = TypeVar("_T")
 PUBLISH_IN_FLIGHT = 1000  # fan-out: publish() blocks while this many messages are unconfirmed
@@ -50,7 +50,13 @@ def _dicomweb_client(settings: Settings) -> DicomWebClient:
     return DicomWebClient(settings, build_session(settings))
 
 
-def _storage(settings: Settings) -> Storage:
+class FolderLister(Protocol):
+    """What fan-out needs of Cloud Storage: the folders right below a location (worker.storage.Storage)."""
+
+    def subfolders(self, location: GcsLocation) -> list[str]: ...
+
+
+def _storage(settings: Settings) -> FolderLister:
     from worker.wiring import storage_client
 
     return storage_client(settings)
@@ -70,7 +76,7 @@ class Clients:
     subscriber: Callable[[], Any] = _subscriber_client  # a google.cloud.pubsub_v1.SubscriberClient
     dicomweb: Callable[[Settings], DicomWebClient] = _dicomweb_client
     worker: Callable[[Settings], Worker] = _worker
-    storage: Callable[[Settings], Storage] = _storage
+    storage: Callable[[Settings], FolderLister] = _storage
 
 
 def make(factory: Callable[..., _T], *args: Any) -> _T:
