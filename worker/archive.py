@@ -20,8 +20,8 @@ from worker import retries
 from worker.errors import Code, PermanentError, RetryableError
 from worker.job import HandedOn, Job, Outcome
 from worker.layout import SeriesFolder
-from worker.manifest import Copied, latest_manifest, write_manifest
-from worker.models import GcsLocation
+from worker.manifest import Copied, copied_by, latest_manifest, manifests, write_manifest
+from worker.models import GcsLocation, Instance
 from worker.pool import BoundedPool
 from worker.retrieve import SeriesCopy
 from worker.search import complete_listing, settled
@@ -37,8 +37,10 @@ def archive(job: Job) -> Outcome:
     instances = complete_listing(job).instances  # absent: empty (archived before?)
     if not instances:
         return _already_archived(job, destination)
-    archived: dict[str, Copied] = {}  # copied, checked and deleted by this delivery
-    deleted = 0  # of those, how many this delivery's DELETE removed (the rest were gone already)
+    # Copied, checked and deleted by this request: by its earlier deliveries (handed on part-way), then
+    # by this one. The manifest and the event speak for the whole request.
+    archived = _deleted_by_earlier_deliveries(job, SeriesFolder(destination, job.request.series), instances)
+    deleted = 0  # how many this delivery's DELETEs removed (the rest were gone already)
     for round_number in range(1, ARCHIVE_ROUNDS + 1):
         copy = SeriesCopy(job, destination, verify_sources=True)
         copied = copy.copy_all(instances)
@@ -46,8 +48,9 @@ def archive(job: Job) -> Outcome:
             return copied
         entries = [copied[instance.sop_uid] for instance in instances]
         _verify(job, copy, entries)
+        everything = [*archived.values(), *entries]
         manifest = write_manifest(
-            job.storage, copy.folder, copy.transfer_syntax, [*archived.values(), *entries]
+            job.storage, copy.folder, copy.transfer_syntax, everything, job.request.request_id
         )
         log.info("archive verified; deleting the instances", extra={"instanceCount": len(entries)})
         outcome = _delete_instances(job, [entry.sop_uid for entry in entries])
@@ -107,6 +110,29 @@ def _verify(job: Job, copy: SeriesCopy, entries: list[Copied]) -> None:
             f"{len(differences)} differences between the source and the copy; nothing was deleted",
             {"differenceCount": len(differences), "differences": differences[:100]},
         )
+
+
+def _deleted_by_earlier_deliveries(
+    job: Job, folder: SeriesFolder, instances: list[Instance]
+) -> dict[str, Copied]:
+    """What earlier deliveries of this request archived and deleted: the entries of its own manifests
+    (the requestId in them) for instances no longer in the source whose objects are still in the bucket
+    with the recorded size and CRC32C. Another request's manifests do not count."""
+    found = copied_by(manifests(job.storage, folder), folder, job.request.request_id)
+    if not found:
+        return {}
+    present = {instance.sop_uid for instance in instances}
+    objects = {item.name: item for item in job.storage.list(folder.location)}
+    carried: dict[str, Copied] = {}
+    for uid, entry in found.items():
+        stored = objects.get(entry.object_name)
+        if (
+            uid not in present
+            and stored is not None
+            and (stored.size, stored.crc32c) == (entry.size, entry.crc32c)
+        ):
+            carried[uid] = entry
+    return carried
 
 
 def _delete_instances(job: Job, sop_uids: Sequence[str]) -> int | HandedOn:

@@ -29,6 +29,32 @@ class Copied:
     transfer_syntax: str | None
     uploaded: bool
 
+    @classmethod
+    def from_manifest(cls, folder: SeriesFolder, item: object) -> Copied | None:
+        """A manifest entry read back (an instance an earlier delivery copied); None when malformed.
+        The object name follows the layout, whatever the entry says."""
+        if not isinstance(item, dict):
+            return None
+        uid, size, crc32c = item.get("sopInstanceUID"), item.get("size"), item.get("crc32c")
+        if (
+            not is_uid(uid)
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or not isinstance(crc32c, str)
+        ):
+            return None
+        assert isinstance(uid, str)
+        sop_class, transfer_syntax = item.get("sopClassUID"), item.get("transferSyntaxUID")
+        return cls(
+            uid,
+            sop_class if is_uid(sop_class) else None,
+            folder.instance(uid),
+            size,
+            crc32c,
+            transfer_syntax if is_uid(transfer_syntax) else None,
+            uploaded=False,
+        )
+
     def as_manifest(self) -> dict[str, Any]:
         return {
             "sopInstanceUID": self.sop_uid,
@@ -41,11 +67,12 @@ class Copied:
 
 
 def manifest_body(
-    folder: SeriesFolder, requested_transfer_syntax: str, copied: list[Copied]
+    folder: SeriesFolder, requested_transfer_syntax: str, copied: list[Copied], request_id: str
 ) -> dict[str, Any]:
     series = folder.series
     return {
         "manifestVersion": MANIFEST_VERSION,
+        "requestId": request_id,
         "series": series.source,
         "sourceStore": series.store_name,
         "studyInstanceUID": series.study_uid,
@@ -59,10 +86,14 @@ def manifest_body(
 
 
 def write_manifest(
-    storage: ObjectStore, folder: SeriesFolder, requested_transfer_syntax: str, copied: list[Copied]
+    storage: ObjectStore,
+    folder: SeriesFolder,
+    requested_transfer_syntax: str,
+    copied: list[Copied],
+    request_id: str,
 ) -> StoredObject:
     """Write the manifest create-only, as a new version when one with other content is there."""
-    body = manifest_body(folder, requested_transfer_syntax, copied)
+    body = manifest_body(folder, requested_transfer_syntax, copied, request_id)
     return storage.write_json(folder.bucket, folder.record(MANIFEST_NAME), body)
 
 
@@ -79,6 +110,21 @@ def latest_manifest(storage: ObjectStore, folder: SeriesFolder) -> FoundManifest
         if found is not None:
             return found
     return None
+
+
+def copied_by(found: list[FoundManifest], folder: SeriesFolder, request_id: str) -> dict[str, Copied]:
+    """The entries of the manifests one request wrote (a newer one's winning): what its earlier
+    deliveries copied and checked."""
+    entries: dict[str, Copied] = {}
+    for each in found:
+        if each.body.get("requestId") != request_id:
+            continue
+        listed = each.body.get("instances")
+        for item in listed if isinstance(listed, list) else []:
+            entry = Copied.from_manifest(folder, item)
+            if entry is not None:
+                entries[entry.sop_uid] = entry
+    return entries
 
 
 def manifests(storage: ObjectStore, folder: SeriesFolder) -> list[FoundManifest]:
@@ -155,10 +201,7 @@ def read_archive(storage: ObjectStore, folder: SeriesFolder) -> ArchiveContents:
 
 
 def _entry(folder: SeriesFolder, item: object) -> Archived | None:
-    if not isinstance(item, dict):
+    copied = Copied.from_manifest(folder, item)
+    if copied is None:
         return None
-    uid, size, crc32c = item.get("sopInstanceUID"), item.get("size"), item.get("crc32c")
-    if not is_uid(uid) or not isinstance(size, int) or isinstance(size, bool) or not isinstance(crc32c, str):
-        return None
-    assert isinstance(uid, str)
-    return Archived(uid, folder.instance(uid), size, crc32c)
+    return Archived(copied.sop_uid, copied.object_name, copied.size, copied.crc32c)

@@ -316,7 +316,7 @@ def copy_series(job: Job) -> Outcome:
     if isinstance(done, HandedOn):
         return done
     copied = [done[instance.sop_uid] for instance in instances]
-    stored = write_manifest(job.storage, copy.folder, copy.transfer_syntax, copied)
+    stored = write_manifest(job.storage, copy.folder, copy.transfer_syntax, copied, job.request.request_id)
     result: dict[str, Any] = {
         "instanceCount": len(copied),
         "bytes": sum(item.size for item in copied),

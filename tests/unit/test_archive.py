@@ -242,12 +242,33 @@ def test_the_deadline_during_the_deletes_hands_the_rest_on(fakes: Fakes) -> None
     result = archive(follow_up)
 
     assert isinstance(result, dict)
-    assert (result["instanceCount"], result["deletedCount"], result["deleted"]) == (2, 2, True)
-    assert result["skippedCount"] == 2
+    # The event and the manifest speak for the whole request: the instance the first delivery deleted is
+    # in them (it is in the first delivery's manifest of this request and its object is in the bucket);
+    # deletedCount counts this delivery's deletes.
+    assert (result["instanceCount"], result["deletedCount"], result["deleted"]) == (3, 2, True)
+    assert result["bytes"] == sum(len(data) for data in originals.values())
+    assert result["skippedCount"] == 3
+    manifest = json.loads(fakes.bucket.data(BUCKET, result["manifestUri"].split(f"gs://{BUCKET}/", 1)[1]))
+    assert [item["sopInstanceUID"] for item in manifest["instances"]] == sorted(originals)
     # The objects the first delivery of this request wrote are trusted: the source is not read again.
     assert fakes.source.calls["retrieve_instance"] == read_before
     assert fakes.source.uids() == []
     assert_every_deleted_instance_has_its_copy(fakes, originals)
+
+
+def test_an_earlier_requests_manifest_is_not_taken_for_this_ones(fakes: Fakes) -> None:
+    """Instances gone from the source that another request's manifest lists are not claimed archived by
+    this request."""
+    originals = fakes.source.add_series(3)
+    copied = copy_series(fakes.job(Action.RETRIEVE, request_id="an-earlier-retrieve"))
+    assert isinstance(copied, dict)
+    gone = sorted(originals)[0]
+    del fakes.source.instances[gone]  # deleted by someone else since
+
+    result = archive(fakes.job(Action.ARCHIVE, request_id="the-archive"))
+
+    assert isinstance(result, dict)
+    assert (result["instanceCount"], result["deletedCount"]) == (2, 2)
 
 
 def test_objects_written_by_another_request_are_checked_against_the_source(fakes: Fakes) -> None:
