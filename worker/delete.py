@@ -10,11 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from google.api_core import exceptions as api_exceptions
-from google.api_core import retry as api_retry
-
-from worker import retries
-from worker.errors import Code, OperationRunning, PermanentError, RetryableError, SourceGone
+from worker import operations
+from worker.errors import Code, PermanentError, SourceGone
 from worker.job import HandedOn, Job, Outcome
 from worker.models import Operation
 from worker.search import settled
@@ -22,7 +19,6 @@ from worker.search import settled
 log = logging.getLogger(__name__)
 
 NOT_FOUND = 5  # google.rpc.Code.NOT_FOUND
-POLL_MARGIN_SECONDS = 5.0
 ARCHIVE_ROUNDS = 3  # copy, check, delete; then again for instances stored meanwhile
 ROUND_MARGIN_SECONDS = 30.0  # a new round starts only with this much time left before the deadline
 
@@ -51,7 +47,7 @@ def delete(job: Job) -> Outcome:
         absent = finished.error is not None  # NOT_FOUND: any other error was raised by _wait
     listing = settled(job, lambda instance: True)
     if listing.instances or not listing.consistent:
-        if job.remaining() < POLL_MARGIN_SECONDS * 2 and name is not None:
+        if job.remaining() < operations.POLL_MARGIN_SECONDS * 2 and name is not None:
             return job.hand_on("the series is not empty yet", operation=name)
         raise PermanentError(
             Code.SERIES_NOT_EMPTY,
@@ -64,40 +60,23 @@ def delete(job: Job) -> Outcome:
 
 
 def _wait(job: Job, name: str) -> Operation | HandedOn:
-    """Poll the operation with backoff until done; hand the wait on before the deadline."""
-    store = job.request.series.store
-    if store is None:
-        raise PermanentError(Code.INVALID_REQUEST, "only a Healthcare API series has operations")
+    """The delete operation, done without error or with NOT_FOUND (the series was absent)."""
 
-    def poll() -> Operation:
-        operation = job.dicomweb.get_operation(name, store)
-        if not operation.done:
-            raise OperationRunning()
-        return operation
-
-    budget = job.remaining() - min(POLL_MARGIN_SECONDS, job.settings.deadline_seconds / 4)
-    if budget <= 0:
-        return job.hand_on("no time left to wait on the operation", operation=name)
-    polling = retries.polling(api_retry.if_exception_type(OperationRunning), budget)
-    try:
-        operation = polling(poll)()
-    except SourceGone:
-        raise PermanentError(
+    def not_found() -> PermanentError:
+        return PermanentError(
             Code.DELETE_FAILED,
             "the delete operation is not found (unknown or expired); the series was not reported deleted",
             {"operation": name},
-        ) from None
-    except (api_exceptions.RetryError, OperationRunning):
-        return job.hand_on("operation still running", operation=name)
-    except RetryableError as error:
-        # Polling failed for now. Redelivering this message would DELETE again: hand on the wait instead.
-        log.warning("polling the operation failed; handing the wait on", extra={"reason": str(error)})
-        return job.hand_on("operation polling failed", operation=name)
-    if operation.error is None or operation.error.get("code") == NOT_FOUND:
+        )
+
+    operation = operations.wait(job, name, not_found=not_found)
+    if isinstance(operation, HandedOn) or operation.error is None:
         return operation
-    code = operation.error.get("code")
+    code = operations.error_code(operation)
+    if code == NOT_FOUND:
+        return operation
     raise PermanentError(
         Code.DELETE_FAILED,
         "the delete operation finished with an error; the series was not reported deleted",
-        {"operation": name, "operationErrorCode": code if isinstance(code, int) else None},
+        {"operation": name, "operationErrorCode": code},
     )

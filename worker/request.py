@@ -58,17 +58,24 @@ class Mode(StrEnum):
     SERIES = "series"  # one RetrieveSeries request, split as it streams
 
 
+class RestoreMethod(StrEnum):
+    STOW = "stow"  # STOW-RS, one instance per request, streamed from the archive (any DICOMweb server)
+    IMPORT = "import"  # the Healthcare API's dicomStores.import of the series folder, and its operation
+
+
 @dataclass(frozen=True)
 class RetrieveOptions:
     transfer_syntax: str = "*"
     include_metadata: bool = False
     mode: Mode = Mode.INSTANCES
+    method: RestoreMethod = RestoreMethod.STOW
 
     def as_json(self) -> dict[str, Any]:
         return {
             "transferSyntax": self.transfer_syntax,
             "includeMetadata": self.include_metadata,
             "mode": str(self.mode),
+            "method": str(self.method),
         }
 
 
@@ -77,7 +84,7 @@ _OPTIONS_OF: dict[Action, frozenset[str]] = {
     Action.RETRIEVE: frozenset({"transferSyntax", "includeMetadata", "mode"}),
     Action.ARCHIVE: frozenset({"mode"}),
     Action.DELETE: frozenset(),
-    Action.RESTORE: frozenset(),
+    Action.RESTORE: frozenset({"method"}),
     Action.VERIFY: frozenset(),
 }
 
@@ -113,7 +120,7 @@ class SeriesRequest:
         }
         if self.destination is not None:
             body["destination"] = self.destination.uri()
-        if self.action in (Action.RETRIEVE, Action.ARCHIVE):
+        if self.action in (Action.RETRIEVE, Action.ARCHIVE, Action.RESTORE):
             allowed = _OPTIONS_OF[self.action]
             body["options"] = {k: v for k, v in self.options.as_json().items() if k in allowed}
         if self.instance_uid is not None:
@@ -180,8 +187,8 @@ def _from_json(body: dict[str, Any], message: Message, keys: KeyRing | None) -> 
             raise invalid("instance is only accepted with action retrieve")
     operation = body.get("operation")
     if operation is not None:
-        if action is not Action.DELETE and action is not Action.ARCHIVE:
-            raise invalid("operation is only accepted with actions delete and archive")
+        if action not in (Action.DELETE, Action.ARCHIVE, Action.RESTORE):
+            raise invalid("operation is only accepted with actions delete, archive and restore")
         if not isinstance(operation, str) or not _OPERATION.fullmatch(operation):
             raise invalid("operation must be projects/{p}/locations/{l}/datasets/{d}/operations/{id}")
         if series.store is None or not operation.startswith(series.store.dataset_name + "/"):
@@ -282,7 +289,11 @@ def _options(action: Action, value: object) -> RetrieveOptions:
         mode = Mode(mode)
     except ValueError:
         raise invalid("options.mode must be 'instances' or 'series'") from None
-    return RetrieveOptions(transfer_syntax, include_metadata, mode)
+    try:
+        method = RestoreMethod(value.get("method", "stow"))
+    except ValueError:
+        raise invalid("options.method must be 'stow' or 'import'") from None
+    return RetrieveOptions(transfer_syntax, include_metadata, mode, method)
 
 
 def store_allowed(store: DicomStore | None, patterns: tuple[str, ...]) -> bool:

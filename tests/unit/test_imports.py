@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     },
     {"dicomweb", "http_exchange", "storage", "pubsub"},
     {"job"},
-    {"search", "retrieve", "delete", "archive", "verify", "restore"},
+    {"search", "retrieve", "delete", "archive", "verify", "restore", "operations"},
     {"delivery"},
     {"wiring"},
     {"cloud_event"},
@@ -40,10 +40,10 @@ LAYERS: list[set[str]] = [
 ACTIONS_BELOW = {
     "search": set(),
     "retrieve": {"search"},
-    "delete": {"search"},
+    "delete": {"search", "operations"},
     "archive": {"search", "retrieve"},
     "verify": {"search"},
-    "restore": {"search", "verify"},
+    "restore": {"search", "verify", "operations"},
 }
 
 

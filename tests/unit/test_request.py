@@ -28,6 +28,7 @@ from worker.request import (
     MAX_MESSAGE_BYTES,
     Action,
     Mode,
+    RestoreMethod,
     RetrieveOptions,
     SeriesRequest,
     parse_request,
@@ -118,13 +119,23 @@ def test_action_from_the_message_attribute_when_absent_from_the_data(action: Act
     assert request.action is action
 
 
-@pytest.mark.parametrize("action", ["restore", "verify"])
-def test_restore_and_verify_take_a_destination_and_no_options(action: str) -> None:
+@pytest.mark.parametrize(("action", "accepted"), [("restore", "method"), ("verify", "none")])
+def test_restore_and_verify_take_a_destination_and_their_options(action: str, accepted: str) -> None:
     request = parse({"action": action, "series": SERIES_PATH, "destination": "gs://archive/dicom"})
 
     assert (request.action, str(request.destination)) == (Action(action), "gs://archive/dicom")
     assert invalid_request({"action": action, "series": SERIES_PATH, "options": {"mode": "series"}}) == (
-        f"unknown options for {action}: 1; accepted: none"
+        f"unknown options for {action}: 1; accepted: {accepted}"
+    )
+
+
+def test_restore_method() -> None:
+    body = {"action": "restore", "series": SERIES_PATH}
+    assert parse(body).options.method is RestoreMethod.STOW
+    assert parse({**body, "options": {"method": "import"}}).options.method is RestoreMethod.IMPORT
+    assert (
+        invalid_request({**body, "options": {"method": "copy"}})
+        == "options.method must be 'stow' or 'import'"
     )
 
 
@@ -784,7 +795,7 @@ def test_malformed_operation(operation: object) -> None:
 @pytest.mark.parametrize("action", ["search", "retrieve"])
 def test_operation_only_with_delete_or_archive(action: str) -> None:
     body = {"action": action, "series": SERIES_PATH, "operation": OPERATION}
-    assert invalid_request(body) == "operation is only accepted with actions delete and archive"
+    assert invalid_request(body) == "operation is only accepted with actions delete, archive and restore"
 
 
 @pytest.mark.parametrize("continuation", [-1, 10_001, "1", 1.5, True, None])
