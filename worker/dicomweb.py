@@ -277,6 +277,21 @@ class DicomWebClient:
             answer = read_whole(response)
         return stow_outcome(status, answer, sop_uid, healthcare=self.healthcare)
 
+    def import_instances(self, store: DicomStore, uri: str) -> Operation:
+        """dicomStores.import of the Cloud Storage objects `uri` names (`gs://bucket/folder/*.dcm`): a
+        long-running operation of the store's dataset (Healthcare API only; its service agent reads the
+        bucket)."""
+        if not self.healthcare:
+            raise PermanentError(
+                Code.INVALID_REQUEST,
+                "options.method import is the Healthcare API's; this worker serves DICOMWEB_URL",
+            )
+        url = f"{self._settings.healthcare_api_url}/{store.name}:import"
+        with self._http.request("POST", url, json={"gcsSource": {"uri": uri}}) as response:
+            operation = Operation.from_json(json_body(response, "the import response", dict))
+        check_operation_name(operation.name, store)
+        return operation
+
     # -- delete ---------------------------------------------------------------------------------
 
     def delete_series(self, series: SeriesRef) -> Operation | None:

@@ -38,6 +38,7 @@ class Code(StrEnum):
     DELETE_DISABLED = "delete_disabled"  # delete or archive without DELETE_ENABLED=true
     DELETE_NOT_SUPPORTED = "delete_not_supported"  # the DICOMweb server refuses DELETE (405, 501)
     DELETE_FAILED = "delete_failed"  # the delete operation finished with an error
+    IMPORT_FAILED = "import_failed"  # restore by import: the import operation finished with an error
     SERIES_NOT_EMPTY = "series_not_empty"  # after delete or archive the series still holds instances
     VERIFICATION_FAILED = "verification_failed"  # archive, restore, verify: a copy does not match
     UNSUPPORTED_INSTANCE = "unsupported_instance"  # an instance without a valid SOP Instance UID

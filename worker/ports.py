@@ -65,6 +65,8 @@ class DicomWebSource(Protocol):
 
     def get_operation(self, name: str, store: DicomStore) -> Operation: ...
 
+    def import_instances(self, store: DicomStore, uri: str) -> Operation: ...
+
 
 class ObjectStore(Protocol):
     """Create-only writes and reads of one object store (raises worker errors only)."""

@@ -75,6 +75,27 @@ resource "google_storage_bucket_iam_member" "object_viewer" {
   depends_on = [google_storage_bucket.destination]
 }
 
+# Restore by import: the Healthcare service agent reads the archive objects it
+# imports. Only when restore_import_enabled; read only, never write.
+resource "google_storage_bucket_iam_member" "healthcare_agent_import_reader" {
+  for_each = var.restore_import_enabled ? {
+    for pair in setproduct(tolist(local.allowed_buckets), tolist(local.dicom_store_projects)) :
+    "${pair[0]}/${pair[1]}" => { bucket = pair[0], project = pair[1] }
+  } : {}
+
+  bucket = each.value.bucket
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:service-${data.google_project.import_agent[each.value.project].number}@gcp-sa-healthcare.iam.gserviceaccount.com"
+
+  depends_on = [google_storage_bucket.destination]
+}
+
+data "google_project" "import_agent" {
+  for_each = var.restore_import_enabled ? local.dicom_store_projects : toset([])
+
+  project_id = each.value
+}
+
 # --- Pub/Sub: the worker ---------------------------------------------------------
 
 resource "google_pubsub_topic_iam_member" "runtime_publisher_completion" {

@@ -258,6 +258,12 @@ variable "restore_enabled" {
   default     = false
 }
 
+variable "restore_import_enabled" {
+  description = "Allow restore with options.method import (dicomStores.import): grants the Cloud Healthcare Service Agent of each store's project roles/storage.objectViewer on the allowed buckets, so the import can read the archive. Leave false to restore by STOW-RS only (the agent then reads nothing of the archive)."
+  type        = bool
+  default     = false
+}
+
 variable "grant_dicom_editor" {
   description = "When delete_enabled or restore_enabled, grant roles/healthcare.dicomEditor on the stores. Set false only if you bind a narrower custom role (dicomWebDelete + operations.get) yourself."
   type        = bool

@@ -551,8 +551,13 @@ def test_every_bucket_is_private(module: Module) -> None:
 
 
 def test_bucket_grants_are_object_level_only(module: Module) -> None:
-    roles = sorted(b["role"] for b in module.of_type("google_storage_bucket_iam_member").values())
-    assert roles == ["roles/storage.objectCreator", "roles/storage.objectViewer"]
+    grants = module.of_type("google_storage_bucket_iam_member")
+    assert {b["role"] for b in grants.values()} == {
+        "roles/storage.objectCreator",
+        "roles/storage.objectViewer",
+    }
+    runtime = sorted(b["role"] for b in grants.values() if b["member"] == "${local.runtime_member}")
+    assert runtime == ["roles/storage.objectCreator", "roles/storage.objectViewer"]  # create and read only
 
 
 # ---------------------------------------------------------------------------
@@ -595,6 +600,14 @@ def test_dicom_store_grants(module: Module) -> None:
     condition = _refs(editor.get("for_each", editor.get("count")))
     assert "var.delete_enabled" in condition, "dicomEditor must be granted only when delete_enabled"
     assert "var.restore_enabled" in condition, "restore's STOW-RS needs dicomEditor (dicomWebWrite)"
+
+
+def test_the_healthcare_agent_reads_the_archive_only_for_restore_by_import(module: Module) -> None:
+    grant = module.resource("google_storage_bucket_iam_member", "healthcare_agent_import_reader")
+    assert grant["role"] == "roles/storage.objectViewer"
+    assert "var.restore_import_enabled" in _refs(grant["for_each"])
+    assert "gcp-sa-healthcare" in grant["member"]
+    assert module.default("restore_import_enabled") is False
 
 
 def test_every_delete_capable_grant_is_conditional(module: Module) -> None:

@@ -265,3 +265,46 @@ def test_a_stow_refused_while_the_series_is_deleted_is_retried_until_the_delete_
     after = backend.request({"action": "restore", "series": path, "requestId": "after-delete"})
     assert (after["status"], after["restoredCount"], after["skippedCount"]) == ("succeeded", 2, 1), after
     assert backend.sops(series) == set(series.sop_uids)
+
+
+def test_restore_by_import_on_the_healthcare_api(
+    stack: Stack,
+    deploy: Callable[..., Deployment],
+    dicom_store: str,
+    emulator: EmulatorAdmin,
+    storage_client: Any,
+) -> None:
+    """options.method import: dicomStores.import of the series folder (the emulator reads fake-gcs-server as
+    the Healthcare service agent would), its operation waited on, then the same byte-for-byte proof."""
+    bucket = stack.create_bucket(f"import-{uuid.uuid4().hex[:10]}")
+    deployment = deploy(
+        {
+            "DELETE_ENABLED": "true",
+            "RESTORE_ENABLED": "true",
+            "DEFAULT_DESTINATION": f"gs://{bucket}/{ARCHIVE}",
+        }
+    )
+    backend = Backend("emulator", deployment, emulator.dicomweb(dicom_store), dicom_store, bucket)
+    series, data = pydicom_test_series()
+    backend.stow(data)
+    path = backend.path(series)
+    archived = backend.request({"action": "archive", "series": path, "requestId": "archive-import"})
+    assert archived["deleted"] is True, archived
+    emulator.clear_requests()
+
+    restored = backend.request(
+        {"action": "restore", "series": path, "requestId": "import-1", "options": {"method": "import"}}
+    )
+
+    assert restored["status"] == "succeeded", restored
+    assert restored["verified"] is True
+    assert (restored["instanceCount"], restored["restoredCount"]) == (len(data), len(data))
+    assert restored["operation"].startswith(dicom_store.rsplit("/dicomStores/", 1)[0] + "/operations/")
+    log = emulator.requests()
+    assert [r["path"] for r in log if r["method"] == "POST"] == [f"/v1/{dicom_store}:import"]
+    assert not [r for r in log if r["method"] == "POST" and r["path"].endswith("/studies")]  # no STOW
+    again = backend.request({"action": "retrieve", "series": path, "destination": f"gs://{bucket}/again"})
+    assert again["status"] == "succeeded", again
+    assert dcm_objects(storage_client, bucket, backend.folder(series, "again")) == dict(
+        zip(series.sop_uids, data, strict=True)
+    )

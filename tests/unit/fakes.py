@@ -170,6 +170,9 @@ class FakeSource:
         self.operation_polls = 1  # polls of a delete operation before it is done
         self.operation_error: dict[str, Any] | None = None  # what a finished delete operation reports
         self.operations: dict[str, int] = {}  # name -> polls left
+        # dicomStores.import: the instances (SOP UID -> bytes) a gs:// pattern names; the test sets it
+        self.importable: Callable[[str], dict[str, bytes]] = lambda uri: {}
+        self.imports: list[str] = []
         self.calls: Counter[str] = Counter()
         self.log: list[tuple[str, str | None]] = []
         self.pages = 0  # search pages served
@@ -323,6 +326,20 @@ class FakeSource:
                 self.operations[name] = self.operation_polls
         self._leave("delete_series", call)
         return Operation(name, False, None) if name is not None else None
+
+    def import_instances(self, store: DicomStore, uri: str) -> Operation:
+        """Stores what `importable(uri)` names (an instance already there is left as it is) and starts
+        an operation that is done after `operation_polls` polls."""
+        call = self._enter("import_instances", uri)
+        self.imports.append(uri)
+        for sop_uid, body in self.importable(uri).items():
+            if sop_uid not in self.instances:
+                self.add(sop_uid, body)
+        with self._lock:
+            name = f"{OPERATIONS}/{len(self.operations) + 1}"
+            self.operations[name] = self.operation_polls
+        self._leave("import_instances", call)
+        return Operation(name, False, None)
 
     def delete_instance(self, series: SeriesRef, sop_uid: str) -> bool:
         call = self._enter("delete_instance", sop_uid)

@@ -26,7 +26,7 @@ from worker.errors import Code, PermanentError, RetryableError, SourceGone
 from worker.job import HandedOn
 from worker.layout import SeriesFolder
 from worker.models import Instance, SeriesRef
-from worker.request import Action
+from worker.request import Action, RestoreMethod, RetrieveOptions
 from worker.restore import restore
 from worker.retrieve import copy_series
 from worker.wiring import actions
@@ -379,3 +379,102 @@ def test_restore_obeys_allowed_dicom_stores(fakes: Fakes) -> None:
     assert event is not None and event.error is not None
     assert event.error.code is Code.STORE_NOT_ALLOWED
     assert fakes.source.calls["store_instance"] == 0
+
+
+# -- options.method import: dicomStores.import of the series folder, its operation, the same proof ---------
+
+
+def run_import(fakes: Fakes) -> object:
+    options = RetrieveOptions(method=RestoreMethod.IMPORT)
+    return restore(fakes.job(Action.RESTORE, destination=DESTINATION, options=options))
+
+
+def importing(fakes: Fakes, originals: dict[str, bytes]) -> None:
+    """The fake store imports the archived instances when asked for the series folder's .dcm objects."""
+    pattern = folder(fakes).destination.uri(f"{folder(fakes).name}/*.dcm")
+    fakes.source.importable = lambda uri: dict(originals) if uri == pattern else {}
+
+
+def test_restore_by_import_imports_the_series_folder_and_proves_the_round_trip(fakes: Fakes) -> None:
+    originals = archived(fakes, 3)
+    importing(fakes, originals)
+    fakes.source.operation_polls = 2
+
+    result = run_import(fakes)
+
+    assert isinstance(result, dict)
+    assert result["operation"].startswith("projects/")
+    assert (result["instanceCount"], result["restoredCount"], result["skippedCount"]) == (3, 3, 0)
+    assert result["verified"] is True
+    assert fakes.source.imports == [folder(fakes).destination.uri(f"{folder(fakes).name}/*.dcm")]
+    assert fakes.source.calls["store_instance"] == 0  # no STOW: the import stored them
+    assert fakes.source.calls["retrieve_instance"] == 3  # each imported instance read back
+    assert store_bytes(fakes) == originals
+
+
+def test_restore_by_import_refuses_a_conflict_before_importing(fakes: Fakes) -> None:
+    originals = archived(fakes, 2)
+    importing(fakes, originals)
+    first = sorted(originals)[0]
+    fakes.source.add(first, originals[first] + b"other")
+
+    with pytest.raises(PermanentError) as caught:
+        run_import(fakes)
+
+    assert caught.value.code is Code.RESTORE_CONFLICT
+    assert fakes.source.imports == []
+
+
+def test_an_import_that_fails_is_import_failed_and_not_verified(fakes: Fakes) -> None:
+    originals = archived(fakes, 2)
+    importing(fakes, originals)
+    fakes.source.operation_error = {"code": 3, "message": "some files are not DICOM"}
+
+    with pytest.raises(PermanentError) as caught:
+        run_import(fakes)
+
+    assert caught.value.code is Code.IMPORT_FAILED
+    assert caught.value.details["operationErrorCode"] == 3
+
+
+def test_a_slow_import_is_waited_on_by_a_follow_up_that_never_imports_again(fakes: Fakes) -> None:
+    originals = archived(fakes, 2)
+    importing(fakes, originals)
+    fakes.source.operation_polls = 10_000
+    job = fakes.job(
+        Action.RESTORE,
+        destination=DESTINATION,
+        options=RetrieveOptions(method=RestoreMethod.IMPORT),
+        settings=RESTORE_SETTINGS,
+        remaining=6.0,
+    )
+
+    assert isinstance(restore(job), HandedOn)
+
+    follow_up = fakes.follow_up(job)
+    assert follow_up.request.operation is not None
+    fakes.source.operations[follow_up.request.operation] = 1
+    result = restore(follow_up)
+    assert isinstance(result, dict)
+    assert result["verified"] is True and result["operation"] == follow_up.request.operation
+    assert "restoredCount" not in result  # the follow-up cannot tell which instances the import added
+    assert len(fakes.source.imports) == 1
+
+
+def test_import_needs_the_healthcare_api(fakes: Fakes) -> None:
+    originals = archived(fakes, 1)
+    importing(fakes, originals)
+    job = fakes.job(
+        Action.RESTORE, destination=DESTINATION, options=RetrieveOptions(method=RestoreMethod.IMPORT)
+    )
+    dicomweb_job = replace(
+        job,
+        request=replace(
+            job.request, series=SeriesRef(None, job.request.series.study_uid, job.request.series.series_uid)
+        ),
+    )
+
+    with pytest.raises(PermanentError) as caught:
+        restore(dicomweb_job)
+
+    assert caught.value.code is Code.INVALID_REQUEST
