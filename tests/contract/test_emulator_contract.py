@@ -36,12 +36,10 @@ NOT_EMULATED = {
         "dicomStores.getIamPolicy",
         "dicomStores.list",
         "dicomStores.patch",
-        "dicomStores.setBlobStorageSettings",
         "dicomStores.setIamPolicy",
         "dicomStores.testIamPermissions",
         "dicomStores.dicomWeb.studies.getStudyMetrics",
         "dicomStores.dicomWeb.studies.setBlobStorageSettings",
-        "dicomStores.dicomWeb.studies.series.instances.getStorageInfo",
         "operations.cancel",
         "operations.list",
     )
@@ -214,3 +212,24 @@ def test_series_metrics_have_the_documented_shape(api: Api) -> None:
     assert resp.status_code == 200
     check("SeriesMetrics", resp.json())
     assert resp.json()["instanceCount"] == "3"
+
+
+def test_blob_storage_operations_and_storage_info_have_the_documented_shape(api: Api) -> None:
+    api.admin("POST", "seed", {"store": STORE, "study": "1.2", "series": "1.2.3", "count": 2})
+    api.upload("filters/tier.txt", b"/studies/1.2/series/1.2.3\n")
+    body = {
+        "blobStorageSettings": {"blobStorageClass": "ARCHIVE"},
+        "filterConfig": {"resourcePathsGcsUri": f"gs://{api.bucket}/filters/tier.txt"},
+    }
+    check("SetBlobStorageSettingsRequest", body)
+    started = api.http.post(f"{api.url}/v1/{STORE}:setBlobStorageSettings", json=body, timeout=10)
+    assert started.status_code == 200, started.text
+
+    op = follow(api, started.json(), "SetBlobStorageSettingsResponse")
+
+    assert op["metadata"]["apiMethodName"].endswith("SetBlobStorageSettings")
+    assert "error" not in op
+    url = f"{api.url}/v1/{STORE}/dicomWeb/studies/1.2/series/1.2.3/instances/1.2.3.1:getStorageInfo"
+    info = api.http.get(url, timeout=10).json()
+    check("StorageInfo", info)
+    assert info["blobStorageInfo"]["storageClass"] == "ARCHIVE"

@@ -1,7 +1,7 @@
 """The Healthcare API surface of the emulator: the handlers of DICOMweb (QIDO-RS, WADO-RS, STOW-RS, delete,
-series metrics), of import and of operations. The routes are in ``routes`` (one ``route_<handler>`` method
-here per handler they name), media types in ``negotiation``, QIDO-RS queries in ``qido``, the Cloud Storage
-side of import in ``gcs_import``."""
+series metrics), of import, of storage classes and of operations. The routes are in ``routes`` (one
+``route_<handler>`` method here per handler they name), media types in ``negotiation``, QIDO-RS queries in
+``qido``, the Cloud Storage side of import in ``gcs_import``, storage classes in ``blob_storage``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
+from .blob_storage import parse_set_blob_storage_request, storage_info
 from .dicom import (
     ANY_TS,
     EXPLICIT_LE,
@@ -139,6 +140,27 @@ class DicomWebApi:
         op = self.state.start_import(store, source)
         with self.state.lock:
             return json_response(200, op.as_json(initial=True))
+
+    def route_set_blob_storage_settings(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, _ = self._store(req, params)
+        request = parse_set_blob_storage_request(req.body)
+        fault = req.fault
+        if fault is not None:
+            op = self.state.start_set_blob_storage(
+                store, request, fault.operation_error, fault.operation_delay
+            )
+        else:
+            op = self.state.start_set_blob_storage(store, request)
+        with self.state.lock:
+            return json_response(200, op.as_json(initial=True))
+
+    def route_storage_info(self, req: Request, route: Route, params: dict[str, str]) -> Response:
+        store, _ = self._store(req, params)
+        with self.state.lock:
+            inst = store.sops.get(params["instance"])
+            if inst is None or (inst.study, inst.series) != (params["study"], params["series"]):
+                raise ApiError(404, f"instance {params['instance']} not found")
+            return json_response(200, storage_info(store.name, inst))
 
     def route_get_operation(self, req: Request, route: Route, params: dict[str, str]) -> Response:
         dataset = f"projects/{params['project']}/locations/{params['location']}/datasets/{params['dataset']}"

@@ -25,6 +25,8 @@ class Instance:
     base_attrs: JsonDict  # shared between the instances of a seeded batch
     path: Path | None = None
     template: SeedTemplate | None = None
+    storage_class: str = "STANDARD"  # setBlobStorageSettings changes it
+    storage_class_update_time: str | None = None
 
     def attrs(self) -> JsonDict:
         """All attributes as DICOM JSON (bulk data as markers, see dicom.with_bulk_uris)."""

@@ -109,6 +109,18 @@ ROUTES: tuple[Route, ...] = (
         "GET", f"{SERIES}:getSeriesMetrics", f"{_STORES}.dicomWeb.studies.series.getSeriesMetrics", "metrics"
     ),
     Route("POST", f"{STORE}:import", f"{_STORES}.import", "import_dicom"),
+    Route(
+        "POST",
+        f"{STORE}:setBlobStorageSettings",
+        f"{_STORES}.setBlobStorageSettings",
+        "set_blob_storage_settings",
+    ),
+    Route(
+        "GET",
+        f"{INSTANCE}:getStorageInfo",
+        f"{_STORES}.dicomWeb.studies.series.instances.getStorageInfo",
+        "storage_info",
+    ),
     Route("GET", f"{DATASET}/operations/{{operation}}", f"{_PREFIX}.operations.get", "get_operation"),
 )
 

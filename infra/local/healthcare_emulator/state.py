@@ -14,6 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .blob_storage import (
+    SET_BLOB_STORAGE_METHOD,
+    SET_BLOB_STORAGE_RESPONSE_TYPE,
+    BlobStorageRequest,
+    Resource,
+    parse_filter,
+)
 from .controls import Config, FaultRule
 from .dicom import BIG_ENDIAN, EXPLICIT_LE, DicomError, JsonDict, ParsedInstance, parse_part10
 from .errors import ApiError
@@ -352,6 +359,92 @@ class EmulatorState:
         with self.lock:
             if self._closed or self.operations.get(op.id) is not op:
                 return
+            op.counter = _counter(success, failure, 0)
+            op.error = error
+            op.end_time = now_rfc3339()
+            op.done = True
+
+    # ---- storage classes (setBlobStorageSettings)
+
+    def start_set_blob_storage(
+        self,
+        store: Store,
+        request: BlobStorageRequest,
+        fail_with: JsonDict | None = None,
+        delay: float | None = None,
+    ) -> Operation:
+        """Start ``dicomStores.setBlobStorageSettings``: the filter file is read from Cloud Storage, and
+        the operation's delay after its start the class is set on every instance it names (``fail_with``:
+        the operation ends with that error and changes nothing)."""
+        if self.storage is None:
+            raise ApiError(
+                501, "the emulator was started without --storage-url: it cannot read a filter file"
+            )
+        with self.lock:
+            if self.stores.get(store.name) is not store:
+                raise ApiError(404, f"DICOM store {store.name} not found")
+            op = Operation(
+                id=str(next(self._op_ids)),
+                dataset=store.dataset,
+                method=SET_BLOB_STORAGE_METHOD,
+                store=store.name,
+                study=None,
+                series=None,
+                create_time=now_rfc3339(),
+                fail_with=fail_with,
+                response={"@type": SET_BLOB_STORAGE_RESPONSE_TYPE},
+            )
+            self.operations[op.id] = op
+            not_before = time.monotonic() + (self.config.operation_delay if delay is None else delay)
+        worker = threading.Thread(
+            target=self._run_set_blob_storage,
+            args=(op, store, request, self.storage, not_before),
+            name=f"blob-storage-{op.id}",
+            daemon=True,
+        )
+        worker.start()
+        return op
+
+    def _run_set_blob_storage(
+        self, op: Operation, store: Store, request: BlobStorageRequest, storage: GcsReader, not_before: float
+    ) -> None:
+        error: JsonDict | None = None
+        resources: list[Resource] = []
+        try:
+            resources = parse_filter(storage.read(request.bucket, request.name))
+        except ImportFailed as exc:
+            error = {"code": exc.code, "message": exc.message}
+        time.sleep(max(0.0, not_before - time.monotonic()))
+        with self.lock:
+            if self._closed or self.operations.get(op.id) is not op:
+                return
+            if error is None and op.fail_with is not None:
+                error = {"code": int(op.fail_with["code"]), "message": str(op.fail_with.get("message", ""))}
+            success = failure = 0
+            if error is None:
+                changed = now_rfc3339()
+                for study, series, sop in resources:
+                    named = [
+                        inst
+                        for series_uid, sops in store.studies.get(study, {}).items()
+                        if series is None or series_uid == series
+                        for inst in sops.values()
+                        if sop is None or inst.sop == sop
+                    ]
+                    if not named:
+                        failure += 1
+                    for inst in named:
+                        inst.storage_class = request.storage_class
+                        inst.storage_class_update_time = changed
+                        success += 1
+                if failure:
+                    error = {
+                        "code": 5,
+                        "message": f"{failure} of {len(resources)} resource paths of the filter file name"
+                        " nothing in the store",
+                    }
+            else:
+                failure = 1
             op.counter = _counter(success, failure, 0)
             op.error = error
             op.end_time = now_rfc3339()
