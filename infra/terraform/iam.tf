@@ -20,11 +20,12 @@ resource "google_healthcare_dicom_store_iam_member" "viewer" {
 }
 
 # DeleteSeries (healthcare.dicomStores.dicomWebDelete) only when deletion is
-# enabled, STOW-RS (dicomWebWrite) only when restore is. dicomEditor is the
-# narrowest predefined role holding them; it also holds healthcare.operations.get
+# enabled, STOW-RS (dicomWebWrite) only when restore is, setBlobStorageSettings
+# (dicomWebWrite too) only when tiering is. dicomEditor is the narrowest
+# predefined role holding them; it also holds healthcare.operations.get
 # (see grant below and README).
 resource "google_healthcare_dicom_store_iam_member" "editor" {
-  for_each = (var.delete_enabled || var.restore_enabled) && var.grant_dicom_editor ? local.dicom_store_ids : toset([])
+  for_each = (var.delete_enabled || var.restore_enabled || var.tier_enabled) && var.grant_dicom_editor ? local.dicom_store_ids : toset([])
 
   dicom_store_id = each.value
   role           = "roles/healthcare.dicomEditor"
@@ -76,9 +77,10 @@ resource "google_storage_bucket_iam_member" "object_viewer" {
 }
 
 # Restore by import: the Healthcare service agent reads the archive objects it
-# imports. Only when restore_import_enabled; read only, never write.
+# imports; tier: it reads the filter file setBlobStorageSettings names. One grant
+# when either restore_import_enabled or tier_enabled; read only, never write.
 resource "google_storage_bucket_iam_member" "healthcare_agent_import_reader" {
-  for_each = var.restore_import_enabled ? {
+  for_each = var.restore_import_enabled || var.tier_enabled ? {
     for pair in setproduct(tolist(local.allowed_buckets), tolist(local.dicom_store_projects)) :
     "${pair[0]}/${pair[1]}" => { bucket = pair[0], project = pair[1] }
   } : {}
@@ -91,7 +93,7 @@ resource "google_storage_bucket_iam_member" "healthcare_agent_import_reader" {
 }
 
 data "google_project" "import_agent" {
-  for_each = var.restore_import_enabled ? local.dicom_store_projects : toset([])
+  for_each = var.restore_import_enabled || var.tier_enabled ? local.dicom_store_projects : toset([])
 
   project_id = each.value
 }

@@ -264,8 +264,14 @@ variable "restore_import_enabled" {
   default     = false
 }
 
+variable "tier_enabled" {
+  description = "Allow tier requests (dicomStores.setBlobStorageSettings with a filter file the worker writes under the destination): grants the Cloud Healthcare Service Agent of each store's project roles/storage.objectViewer on the allowed buckets (the same grant as restore_import_enabled), and the runtime roles/healthcare.dicomEditor on the stores (setBlobStorageSettings needs dicomWebWrite)."
+  type        = bool
+  default     = false
+}
+
 variable "grant_dicom_editor" {
-  description = "When delete_enabled or restore_enabled, grant roles/healthcare.dicomEditor on the stores. Set false only if you bind a narrower custom role (dicomWebDelete + operations.get) yourself."
+  description = "When delete_enabled, restore_enabled or tier_enabled, grant roles/healthcare.dicomEditor on the stores. Set false only if you bind a narrower custom role (dicomWebDelete + operations.get) yourself."
   type        = bool
   default     = true
 }

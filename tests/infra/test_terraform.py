@@ -600,6 +600,7 @@ def test_dicom_store_grants(module: Module) -> None:
     condition = _refs(editor.get("for_each", editor.get("count")))
     assert "var.delete_enabled" in condition, "dicomEditor must be granted only when delete_enabled"
     assert "var.restore_enabled" in condition, "restore's STOW-RS needs dicomEditor (dicomWebWrite)"
+    assert "var.tier_enabled" in condition, "setBlobStorageSettings needs dicomEditor (dicomWebWrite)"
 
 
 def test_the_healthcare_agent_reads_the_archive_only_for_restore_by_import(module: Module) -> None:
@@ -608,6 +609,22 @@ def test_the_healthcare_agent_reads_the_archive_only_for_restore_by_import(modul
     assert "var.restore_import_enabled" in _refs(grant["for_each"])
     assert "gcp-sa-healthcare" in grant["member"]
     assert module.default("restore_import_enabled") is False
+
+
+def test_the_healthcare_agent_reads_the_filter_files_only_when_tiering_with_the_same_grant(
+    module: Module,
+) -> None:
+    readers = [
+        body
+        for body in module.of_type("google_storage_bucket_iam_member").values()
+        if "gcp-sa-healthcare" in body["member"]
+    ]
+    assert len(readers) == 1, "one grant serves restore by import and tier"
+    (grant,) = readers
+    assert grant["role"] == "roles/storage.objectViewer"
+    assert "var.restore_import_enabled" in _refs(grant["for_each"])
+    assert "var.tier_enabled" in _refs(grant["for_each"])
+    assert module.default("tier_enabled") is False
 
 
 def test_every_delete_capable_grant_is_conditional(module: Module) -> None:
