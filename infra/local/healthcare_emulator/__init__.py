@@ -83,13 +83,19 @@ Emulator-only (admin) API, JSON in and out:
   instance number i. Only the index is kept; the bytes are generated on retrieve (deterministic), so huge
   series cost no disk. Answers ``{"count", "created", "skipped", "firstSopInstanceUid",
   "lastSopInstanceUid", "instanceSize", ...}``.
+  With ``"seriesCount": N`` it seeds N series ``{series}.{k}`` (k from 1) of the study the same way and
+  answers ``{"seriesCount", "created"}``. ``"studyDate": ""`` seeds a study without a date.
 - ``POST /emulator/faults {"rules": [{"method", "path" (regex searched in the decoded path), "status",
   "retryAfter" (sent as whole seconds, rounded up), "times", "rate", "seed", "latency" (seconds before
   answering), "dropAfterBytes" (real headers, then the connection is cut after that many body bytes),
   "operationError" and "operationDelay" (for a DELETE of a study or series: how its operation ends, and
   when)}]}`` replaces the rules; ``GET`` lists them with ``fired`` counts; ``DELETE`` clears them. The first
   rule that fires applies; a rule with ``times`` fires that many times, one with ``rate`` at random.
-- ``POST /emulator/config {"operationDelay", "absentDelete", "boundaryQuoting"}``; ``GET /emulator/config``.
+- ``POST /emulator/config {"operationDelay", "absentDelete", "boundaryQuoting", "qidoCap", "qidoMaxLimit",
+  "qidoMaxOffset"}``; ``GET /emulator/config``. ``qidoMaxLimit`` (> 0) lowers the page cap of study and
+  series searches (5,000), ``qidoMaxOffset`` the largest offset accepted (1,000,000), so that tests reach
+  the Healthcare API's limits with small stores.
+- Empty value matching: ``StudyDate=""`` (two double quotes) matches studies without a date.
 - ``GET /emulator/requests`` (``[{"method", "path", "query", "accept", "status", "faulted"}]`` of /v1
   requests), ``DELETE /emulator/requests``; ``POST /emulator/reset`` (stores, operations, faults, log,
   start-up config); ``GET /emulator/stats`` (``instanceBytesServed``, ``instancesServed``); ``GET

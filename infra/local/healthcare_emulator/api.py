@@ -174,7 +174,8 @@ class DicomWebApi:
         self, req: Request, store: Store, root: str, level: str, study: str | None, series: str | None
     ) -> Response:
         check_json_accept(req.accept)
-        query = parse_qido(req.query, level)
+        config = self.state.config
+        query = parse_qido(req.query, level, config.qido_max_limit, config.qido_max_offset)
         with self.state.lock, gc_paused():
             page, more = search(store, root, query, level, study, series, self.state.config.qido_cap)
         agent = urlsplit(req.base_url).netloc

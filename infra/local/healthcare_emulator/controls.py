@@ -127,11 +127,14 @@ class Config:
     absent_delete: str = "404"
     boundary_quoting: str = "random"
     qido_cap: int = 0  # > 0: instance searches return at most this many, whatever limit and offset say
+    qido_max_limit: int = 0  # > 0: study and series search pages hold at most this many (Google: 5,000)
+    qido_max_offset: int = 1_000_000  # a larger offset answers 400 (Google's limit)
 
     def update(self, spec: Any) -> None:
         if not isinstance(spec, dict):
             raise ApiError(400, "config must be a JSON object")
         unknown = set(spec) - {"operationDelay", "absentDelete", "boundaryQuoting", "qidoCap"}
+        unknown -= {"qidoMaxLimit", "qidoMaxOffset"}
         if unknown:
             raise ApiError(400, f"unknown config keys: {sorted(unknown)}")
         if "operationDelay" in spec:
@@ -148,6 +151,12 @@ class Config:
             if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
                 raise ApiError(400, "qidoCap must be an integer >= 0 (0: no cap)")
             self.qido_cap = cap
+        for key, attribute in (("qidoMaxLimit", "qido_max_limit"), ("qidoMaxOffset", "qido_max_offset")):
+            if key in spec:
+                value = spec[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ApiError(400, f"{key} must be an integer >= 0")
+                setattr(self, attribute, value)
         if "boundaryQuoting" in spec:
             if spec["boundaryQuoting"] not in ("quoted", "unquoted", "random"):
                 raise ApiError(400, 'boundaryQuoting must be "quoted", "unquoted" or "random"')
@@ -159,4 +168,6 @@ class Config:
             "absentDelete": self.absent_delete,
             "boundaryQuoting": self.boundary_quoting,
             "qidoCap": self.qido_cap,
+            "qidoMaxLimit": self.qido_max_limit,
+            "qidoMaxOffset": self.qido_max_offset,
         }

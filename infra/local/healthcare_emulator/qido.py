@@ -73,6 +73,8 @@ def make_matcher(key: str, pattern: str) -> Callable[[list[str]], bool]:
     vr = dictionary_VR(int(key, 16))
     if pattern == "":
         return lambda values: True
+    if pattern == '""':  # empty value matching (PS3.4 C.2.2.2.1.1): no value, or an empty one
+        return lambda values: not any(v.strip() for v in values)
     if vr == "UI":
         wanted = {uid.strip() for uid in re.split(r"[,\\]", pattern) if uid.strip()}
         return lambda values: any(v in wanted for v in values)
@@ -102,7 +104,9 @@ class QidoQuery:
     warnings: list[str]
 
 
-def parse_qido(query: str, level: str) -> QidoQuery:
+def parse_qido(query: str, level: str, max_limit: int = 0, max_offset: int = MAX_OFFSET) -> QidoQuery:
+    """The query of a search at ``level``; ``max_limit`` > 0 lowers the study and series page cap (5,000)
+    and ``max_offset`` the offset cap (1,000,000), as the emulator's config sets them for tests."""
     params = parse_qs(query, keep_blank_values=True)
     warnings: list[str] = []
 
@@ -120,12 +124,15 @@ def parse_qido(query: str, level: str) -> QidoQuery:
         raise ApiError(400, f"invalid QIDO-RS query parameter limit={limit}: must not be negative")
     if limit == 0:
         limit = DEFAULT_LIMIT[level]
-    if limit > MAX_LIMIT[level]:
-        warnings.append(f"The limit exceeds the maximum of {MAX_LIMIT[level]} and was reduced to it")
-        limit = MAX_LIMIT[level]
+    cap = MAX_LIMIT[level]
+    if max_limit > 0 and level != "instance":
+        cap = min(cap, max_limit)
+    if limit > cap:
+        warnings.append(f"The limit exceeds the maximum of {cap} and was reduced to it")
+        limit = cap
     offset = integer("offset") or 0
-    if offset < 0 or offset > MAX_OFFSET:
-        raise ApiError(400, f"invalid QIDO-RS query parameter offset={offset}: must be in [0, {MAX_OFFSET}]")
+    if offset < 0 or offset > max_offset:
+        raise ApiError(400, f"invalid QIDO-RS query parameter offset={offset}: must be in [0, {max_offset}]")
     include_all = False
     includes: list[str] = []
     for raw in params.get("includefield", []):

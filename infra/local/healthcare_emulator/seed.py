@@ -107,7 +107,7 @@ class SeedTemplate:
         """The attributes shared by every instance of the batch (DICOM JSON)."""
         out: JsonDict = {
             "00080016": ui(self.sop_class),
-            "00080020": {"vr": "DA", "Value": [self.study_date]},
+            "00080020": {"vr": "DA", "Value": [self.study_date]} if self.study_date else {"vr": "DA"},
             "00080060": {"vr": "CS", "Value": [self.modality]},
             "00100010": {"vr": "PN", "Value": [{"Alphabetic": self.patient_name}]},
             "00100020": {"vr": "LO", "Value": [self.patient_id]},

@@ -128,7 +128,20 @@ class EmulatorState:
             if parsed.sop in store.sops:
                 raise ApiError(409, f"instance {parsed.sop} already exists")
 
+    def _seed_many(self, spec: JsonDict) -> JsonDict:
+        """``seriesCount`` series ``{series}.{k}`` (k from 1) of the study, each seeded as ``spec`` says."""
+        number = spec["seriesCount"]
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 1_000_000:
+            raise ApiError(400, "seriesCount must be an integer from 1 to 1000000")
+        one = {key: value for key, value in spec.items() if key != "seriesCount"}
+        created = 0
+        for k in range(1, number + 1):
+            created += self.seed({**one, "series": f"{spec.get('series')}.{k}"})["created"]
+        return {"seriesCount": number, "created": created}
+
     def seed(self, spec: Any) -> JsonDict:
+        if isinstance(spec, dict) and "seriesCount" in spec:
+            return self._seed_many(spec)
         if not isinstance(spec, dict):
             raise ApiError(400, "seed takes a JSON object")
         allowed = {"store", "study", "series", "count", "size", "transferSyntax", "start"}
