@@ -172,6 +172,18 @@ class ArchiveContents:
     def stored(self, sop_uid: str) -> StoredObject | None:
         return self.objects.get(self.folder.instance(sop_uid))
 
+    def damaged(self) -> list[tuple[str, str]]:
+        """(SOP UID, problem) for every archived instance whose object is missing (`object_missing`) or
+        has another size or CRC32C than its entry (`object_differs`), in UID order."""
+        found: list[tuple[str, str]] = []
+        for uid, entry in sorted(self.entries.items()):
+            stored = self.stored(uid)
+            if stored is None:
+                found.append((uid, "object_missing"))
+            elif (stored.size, stored.crc32c) != (entry.size, entry.crc32c):
+                found.append((uid, "object_differs"))
+        return found
+
 
 def read_archive(storage: ObjectStore, folder: SeriesFolder) -> ArchiveContents:
     """The folder's manifests and objects. The entries are those of every manifest of the same series

@@ -150,13 +150,7 @@ def _uid(entry: Archived) -> str:
 
 def _check_archive(archive: ArchiveContents) -> None:
     """Every archived instance's object must be there with the size and CRC32C of its manifest entry."""
-    differences = []
-    for uid, entry in sorted(archive.entries.items()):
-        stored = archive.stored(uid)
-        if stored is None:
-            differences.append(difference(uid, "object_missing"))
-        elif (stored.size, stored.crc32c) != (entry.size, entry.crc32c):
-            differences.append(difference(uid, "object_differs"))
+    differences = [difference(uid, problem) for uid, problem in archive.damaged()]
     if differences:
         raise verification_failed(differences, "the manifest and the archive's objects; nothing was restored")
 

@@ -158,13 +158,7 @@ def _against_manifest(archive: ArchiveContents) -> Outcome:
             " checked against anything",
             {"differenceCount": 0, "differences": []},
         )
-    differences: list[dict[str, str]] = []
-    for uid, entry in sorted(archive.entries.items()):
-        stored = archive.stored(uid)
-        if stored is None:
-            differences.append(difference(uid, "object_missing"))
-        elif (stored.size, stored.crc32c) != (entry.size, entry.crc32c):
-            differences.append(difference(uid, "object_differs"))
+    differences = [difference(uid, problem) for uid, problem in archive.damaged()]
     if differences:
         raise verification_failed(differences, "the manifest and the bucket; nothing was changed")
     entries = archive.entries.values()
