@@ -13,10 +13,18 @@ from collections.abc import Callable, Mapping
 
 from worker.errors import Code, PermanentError, RetryableError
 from worker.events import CompletionEvent
-from worker.job import ActionFunction, HandedOn, Job
+from worker.job import ActionFunction, HandedOn, Job, Outcome, SweepFunction, SweepJob
 from worker.logs import request_id_var
 from worker.ports import Ports
-from worker.request import Action, Message, SeriesRequest, parse_request, request_id_of, store_allowed
+from worker.request import (
+    Action,
+    Message,
+    SeriesRequest,
+    SweepRequest,
+    parse_message,
+    request_id_of,
+    store_allowed,
+)
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,12 +42,14 @@ class Worker:
         *,
         clock: Callable[[], float] = time.monotonic,
         progress: Callable[[int, int], None] | None = None,
+        sweep: SweepFunction | None = None,
     ) -> None:
         settings.require_continuation_keys()
         self.progress = progress
         self.settings = settings
         self.ports = ports
         self._actions = actions
+        self._sweep = sweep
         self._clock = clock
 
     def handle(self, message: Message) -> CompletionEvent | None:
@@ -49,7 +59,7 @@ class Worker:
         token = request_id_var.set(message.message_id)
         try:
             try:
-                request = parse_request(message, self.settings.continuation_keys)
+                request = parse_message(message, self.settings.continuation_keys)
             except PermanentError as error:
                 log.warning("rejected a message", extra={"code": str(error.code)})
                 action = message.attributes.get("action")
@@ -58,6 +68,8 @@ class Worker:
                 )
                 return self._publish(event)
             request_id_var.set(request.request_id)
+            if isinstance(request, SweepRequest):
+                return self._run_sweep(request, message, deadline)
             return self._run(request, message, deadline)
         finally:
             request_id_var.reset(token)
@@ -74,13 +86,44 @@ class Worker:
                 "deliveryAttempt": message.delivery_attempt or 0,
             },
         )
-        try:
+
+        def run() -> Outcome:
             self._check_allowed(request)
-            outcome = self._actions[request.action](job)
+            return self._actions[request.action](job)
+
+        return self._finish(request, message, run)
+
+    def _run_sweep(self, request: SweepRequest, message: Message, deadline: float) -> CompletionEvent | None:
+        """A sweep: its store, and its `then` as every child will be checked, before anything is published."""
+        job = SweepJob(request, self.settings, self.ports, deadline, clock=self._clock)
+        log.info(
+            "sweep started",
+            extra={
+                "action": str(request.then.action),
+                "continuation": request.continuation,
+                "deliveryAttempt": message.delivery_attempt or 0,
+            },
+        )
+
+        def run() -> Outcome:
+            self._check_allowed(request.then)
+            if self._sweep is None:
+                raise PermanentError(Code.INVALID_REQUEST, "this worker runs no sweeps")
+            return self._sweep(job)
+
+        return self._finish(request, message, run)
+
+    def _finish(
+        self, request: SeriesRequest | SweepRequest, message: Message, run: Callable[[], Outcome]
+    ) -> CompletionEvent | None:
+        """Run the action; its outcome, a PermanentError or a last-attempt failure as the completion event."""
+        series = request.series if isinstance(request, SeriesRequest) else None
+        try:
+            outcome = run()
         except PermanentError as error:
             log.warning("request failed", extra={"code": str(error.code)})
             return self._publish(
-                CompletionEvent.failed(request.request_id, str(request.action), request.series, error)
+                CompletionEvent.failed(request.request_id, str(request.action), series, error)
             )
         except Exception as error:  # RetryableError, or a defect: a redelivery may succeed either way
             reason = str(error) if isinstance(error, RetryableError) else f"unexpected {type(error).__name__}"
@@ -93,7 +136,7 @@ class Worker:
                     Code.RETRIES_EXHAUSTED, f"gave up after {attempt} deliveries: {reason}"
                 )
                 return self._publish(
-                    CompletionEvent.failed(request.request_id, str(request.action), request.series, failure)
+                    CompletionEvent.failed(request.request_id, str(request.action), series, failure)
                 )
             log.warning("transient failure, asking for redelivery", extra={"reason": reason})
             raise
@@ -101,7 +144,7 @@ class Worker:
             return None
         log.info("request succeeded", extra={"action": str(request.action)})
         return self._publish(
-            CompletionEvent.succeeded(request.request_id, str(request.action), request.series, outcome)
+            CompletionEvent.succeeded(request.request_id, str(request.action), series, outcome)
         )
 
     def _check_allowed(self, request: SeriesRequest) -> None:

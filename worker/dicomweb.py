@@ -136,6 +136,23 @@ class DicomWebClient:
 
         return self._search_all(url, dict(filters), page_size, parse)
 
+    def search_series_page(
+        self, store: DicomStore | None, params: Mapping[str, str], limit: int, offset: int
+    ) -> list[SeriesRef]:
+        """One page of a store's series search (QIDO-RS SearchForSeries at `offset`, at most `limit`), as
+        the server sent it; results that name no valid study and series are SEARCH_INCOMPLETE (never left
+        out unseen). Partitioned and paged by worker.enumeration."""
+        url = f"{self.store_root(store)}/series"
+        found: list[SeriesRef] = []
+        for item in self._search_page(url, {**params, "limit": str(limit), "offset": str(offset)}):
+            try:
+                found.append(SeriesRef(store, _first_value(item, _STUDY), _first_value(item, _SERIES)))
+            except (InvalidValue, TypeError, AttributeError):
+                raise PermanentError(
+                    Code.SEARCH_INCOMPLETE, "a series search result names no valid study and series"
+                ) from None
+        return found
+
     def _search_all(
         self,
         url: str,
@@ -291,6 +308,38 @@ class DicomWebClient:
             operation = Operation.from_json(json_body(response, "the import response", dict))
         check_operation_name(operation.name, store)
         return operation
+
+    # -- storage classes inside a store (Healthcare API) ---------------------------------------
+
+    def set_blob_storage_class(self, store: DicomStore, storage_class: str, filter_uri: str) -> Operation:
+        """dicomStores.setBlobStorageSettings: `storage_class` for the resources the filter file
+        `filter_uri` lists (`/studies/X/series/Y`, one a line; the store's service agent reads it): a
+        long-running operation of the store's dataset. Healthcare API only."""
+        if not self.healthcare:
+            raise _tier_not_supported()
+        url = f"{self._settings.healthcare_api_url}/{store.name}:setBlobStorageSettings"
+        body = {
+            "blobStorageSettings": {"blobStorageClass": storage_class},
+            "filterConfig": {"resourcePathsGcsUri": filter_uri},
+        }
+        with self._http.request("POST", url, json=body) as response:
+            operation = Operation.from_json(json_body(response, "the setBlobStorageSettings response", dict))
+        check_operation_name(operation.name, store)
+        return operation
+
+    def instance_storage_class(self, series: SeriesRef, sop_uid: str) -> str | None:
+        """The instance's blob storage class (getStorageInfo's `blobStorageInfo.storageClass`; None when
+        the answer names none). Raises SourceGone when the instance is not found. Healthcare API only."""
+        if not self.healthcare:
+            raise _tier_not_supported()
+        if not is_uid(sop_uid):
+            raise PermanentError(Code.INVALID_REQUEST, "not a valid SOP Instance UID")
+        url = f"{self.root(series)}/{series.dicomweb_path}/instances/{sop_uid}:getStorageInfo"
+        with self._http.request("GET", url) as response:
+            body = json_body(response, "the getStorageInfo response", dict)
+        info = body.get("blobStorageInfo")
+        value = info.get("storageClass") if isinstance(info, dict) else None
+        return value if isinstance(value, str) else None
 
     # -- delete ---------------------------------------------------------------------------------
 
@@ -525,6 +574,13 @@ def _instance_from_json(item: object, series: SeriesRef) -> Instance | None:
         return Instance(study_uid, series_uid, sop_uid, sop_class, number)
     except (InvalidValue, TypeError):
         raise _unusable_result() from None
+
+
+def _tier_not_supported() -> PermanentError:
+    return PermanentError(
+        Code.TIER_NOT_SUPPORTED,
+        "storage classes inside a store are the Healthcare API's; this worker serves DICOMWEB_URL",
+    )
 
 
 def _unusable_result() -> PermanentError:

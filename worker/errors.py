@@ -50,6 +50,9 @@ class Code(StrEnum):
     RESULT_TOO_LARGE = "result_too_large"  # a result does not fit an event and has nowhere to go
     RESTORE_CONFLICT = "restore_conflict"  # restore: the store holds the instance with other bytes
     RESTORE_DISABLED = "restore_disabled"  # restore without RESTORE_ENABLED=true
+    TIER_FAILED = "tier_failed"  # tier: the setBlobStorageSettings operation finished with an error
+    TIER_NOT_SUPPORTED = "tier_not_supported"  # tier on a DICOMweb server other than the Healthcare API
+    REQUEST_TOPIC_MISSING = "request_topic_missing"  # sweep: no REQUEST_TOPIC to publish its requests onto
 
 
 class WorkerError(Exception):

@@ -27,7 +27,7 @@ class CompletionEvent:
 
     @classmethod
     def succeeded(
-        cls, request_id: str, action: str, series: SeriesRef, result: Mapping[str, Any]
+        cls, request_id: str, action: str, series: SeriesRef | None, result: Mapping[str, Any]
     ) -> CompletionEvent:
         return cls(request_id, action, "succeeded", series, result)
 

@@ -18,7 +18,7 @@ from worker.continuation import SIGNATURE_FIELD
 from worker.errors import Code, PermanentError, RetryableError
 from worker.models import GcsLocation
 from worker.ports import DicomWebSource, EventPublisher, ObjectStore, Ports
-from worker.request import SeriesRequest
+from worker.request import SeriesRequest, SweepRequest
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,23 +84,52 @@ class Job:
         """Publish the same request (with `changes`) onto REQUEST_TOPIC, to go on in a fresh delivery.
 
         Signed with the first continuation key: only the worker may set the fields of a follow-up."""
-        topic = self.settings.request_topic
-        keys = self.settings.continuation_keys
-        if topic is None or keys is None:
-            raise RetryableError("the deadline is near and REQUEST_TOPIC is not set: cannot hand the rest on")
-        following = replace(self.request, continuation=self.request.continuation + 1, **changes)
-        if following.continuation > MAX_CONTINUATIONS:
-            raise PermanentError(
-                Code.RETRIES_EXHAUSTED,
-                f"the request was handed on {MAX_CONTINUATIONS} times without finishing",
-            )
-        body = following.as_json()
-        body[SIGNATURE_FIELD] = keys.sign(body)
-        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        attributes = {"action": str(following.action), "requestId": following.request_id, "continuation": "1"}
-        self.publisher.publish(topic, data, attributes)
-        log.info("handed the request on", extra={"reason": reason, "continuation": following.continuation})
-        return HandedOn(reason)
+        return _hand_on(self.settings, self.publisher, self.request, reason, changes)
+
+
+@dataclass
+class SweepJob:
+    """One sweep being worked on: its request (no series), its settings, the ports, and its deadline."""
+
+    request: SweepRequest
+    settings: Settings
+    ports: Ports
+    deadline: float
+    clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
+
+    def remaining(self) -> float:
+        return self.deadline - self.clock()
+
+    def hand_on(self, reason: str, **changes: Any) -> HandedOn:
+        """The sweep's follow-up (its cursor and count in `changes`), signed like every follow-up."""
+        return _hand_on(self.settings, self.ports.publisher, self.request, reason, changes)
+
+
+def _hand_on(
+    settings: Settings,
+    publisher: EventPublisher,
+    request: SeriesRequest | SweepRequest,
+    reason: str,
+    changes: Mapping[str, Any],
+) -> HandedOn:
+    topic = settings.request_topic
+    keys = settings.continuation_keys
+    if topic is None or keys is None:
+        raise RetryableError("the deadline is near and REQUEST_TOPIC is not set: cannot hand the rest on")
+    following = replace(request, continuation=request.continuation + 1, **changes)
+    if following.continuation > MAX_CONTINUATIONS:
+        raise PermanentError(
+            Code.RETRIES_EXHAUSTED,
+            f"the request was handed on {MAX_CONTINUATIONS} times without finishing",
+        )
+    body = following.as_json()
+    body[SIGNATURE_FIELD] = keys.sign(body)
+    data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    attributes = {"action": str(following.action), "requestId": following.request_id, "continuation": "1"}
+    publisher.publish(topic, data, attributes)
+    log.info("handed the request on", extra={"reason": reason, "continuation": following.continuation})
+    return HandedOn(reason)
 
 
 ActionFunction = Callable[[Job], Outcome]
+SweepFunction = Callable[[SweepJob], Outcome]

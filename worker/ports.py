@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +39,10 @@ class DicomWebSource(Protocol):
         self, store: DicomStore | None, study_uid: str | None, filters: Mapping[str, str], page_size: int
     ) -> list[SeriesRef]: ...
 
+    def search_series_page(
+        self, store: DicomStore | None, params: Mapping[str, str], limit: int, offset: int
+    ) -> list[SeriesRef]: ...
+
     def retrieve_instance(
         self, series: SeriesRef, sop_uid: str, transfer_syntax: str, *, deadline: float | None = None
     ) -> contextlib.AbstractContextManager[Part]: ...
@@ -66,6 +70,10 @@ class DicomWebSource(Protocol):
     def get_operation(self, name: str, store: DicomStore) -> Operation: ...
 
     def import_instances(self, store: DicomStore, uri: str) -> Operation: ...
+
+    def set_blob_storage_class(self, store: DicomStore, storage_class: str, filter_uri: str) -> Operation: ...
+
+    def instance_storage_class(self, series: SeriesRef, sop_uid: str) -> str | None: ...
 
 
 class ObjectStore(Protocol):
@@ -96,6 +104,8 @@ class ObjectStore(Protocol):
 
 class EventPublisher(Protocol):
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str: ...
+
+    def publish_batch(self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> int: ...
 
 
 @dataclass(frozen=True)

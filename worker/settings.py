@@ -48,6 +48,7 @@ class Settings:
     upload_buffer_mib: int = 128  # bytes that uploads may hold at once (see worker/storage.py)
     deadline_seconds: float = 480.0
     search_page_size: int = 5000
+    search_max_offset: int = 1_000_000  # the largest offset the server's search accepts (sweep partitions)
     search_settle_seconds: float = 30.0  # how long a search after deletes may lag behind them
     event_inline_bytes: int = 9_000_000
     http_timeout_seconds: float = 60.0
@@ -127,6 +128,9 @@ class Settings:
             ),
             search_page_size=_int(
                 "SEARCH_PAGE_SIZE", get("SEARCH_PAGE_SIZE"), cls.search_page_size, 1, 50_000
+            ),
+            search_max_offset=_int(
+                "SEARCH_MAX_OFFSET", get("SEARCH_MAX_OFFSET"), cls.search_max_offset, 0, 100_000_000
             ),
             search_settle_seconds=_float(
                 "SEARCH_SETTLE_SECONDS", get("SEARCH_SETTLE_SECONDS"), cls.search_settle_seconds, 0, 300

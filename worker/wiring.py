@@ -23,6 +23,7 @@ def actions() -> dict[Action, ActionFunction]:
     from worker.restore import restore
     from worker.retrieve import retrieve
     from worker.search import search
+    from worker.tier import tier
     from worker.verify import verify
 
     return {
@@ -32,6 +33,7 @@ def actions() -> dict[Action, ActionFunction]:
         Action.ARCHIVE: archive,
         Action.RESTORE: restore,
         Action.VERIFY: verify,
+        Action.TIER: tier,
     }
 
 
@@ -63,4 +65,6 @@ def build_worker(settings: Settings | None = None) -> Worker:
     return_large_buffers_to_the_system()
     settings = settings or Settings.from_env()
     dicomweb = DicomWebClient(settings, build_session(settings), build_session(settings, delete=True))
-    return Worker(settings, Ports(dicomweb, storage_client(settings), Publisher()), actions())
+    from worker.sweep import sweep
+
+    return Worker(settings, Ports(dicomweb, storage_client(settings), Publisher()), actions(), sweep=sweep)

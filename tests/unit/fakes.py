@@ -9,7 +9,7 @@ import posixpath
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ import google_crc32c
 from infra.local.dicom_factory import make_instance
 from tests.schemas import assert_valid_event, assert_valid_request
 from worker.continuation import KeyRing
-from worker.errors import ObjectExists, RetryableError, SourceGone, WorkerError
+from worker.errors import Code, ObjectExists, PermanentError, RetryableError, SourceGone, WorkerError
 from worker.job import Job
 from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject, Stow
 from worker.ports import DicomWebSource, EventPublisher, ObjectStore, Ports
@@ -80,6 +80,7 @@ class FakePublisher(Publisher):
         super().__init__(client=object())
         self.published: list[Published] = []
         self.fail = fail
+        self.batches = 0
 
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
         if self.fail:
@@ -90,6 +91,16 @@ class FakePublisher(Publisher):
             assert_valid_request(json.loads(data))
         self.published.append(Published(topic, data, dict(attributes)))
         return str(len(self.published))
+
+    def publish_batch(self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> int:
+        """Every message a request (validated against schemas/request.schema.json); `batches` counts calls."""
+        if self.fail:
+            raise RetryableError(f"publishing a batch to {topic} failed: NotFound")
+        self.batches += 1
+        for data, attributes in messages:
+            assert_valid_request(json.loads(data))
+            self.published.append(Published(topic, data, dict(attributes)))
+        return len(messages)
 
     def to(self, topic: str) -> list[Published]:
         return [p for p in self.published if p.topic == topic]
@@ -150,6 +161,43 @@ class FakePart:
             yield self.data[start : start + self.chunk_bytes]
 
 
+@dataclass(frozen=True)
+class Cataloged:
+    """One series of a store as a series search sees it."""
+
+    series: SeriesRef
+    study_date: str | None
+    modality: str
+
+    def matches(self, params: Mapping[str, str]) -> bool:
+        modality = params.get("Modality")
+        if modality is not None and modality != self.modality:
+            return False
+        wanted = params.get("StudyDate")
+        if wanted is None:
+            return True
+        if wanted == '""':
+            return self.study_date is None
+        if self.study_date is None:
+            return False
+        low, sep, high = wanted.partition("-")
+        if not sep:
+            return self.study_date == wanted
+        return (not low or self.study_date >= low) and (not high or self.study_date <= high)
+
+
+def catalog_series(
+    count: int, *, study_date: str | None = "20150101", modality: str = "CT", study: int = 1
+) -> list[Cataloged]:
+    """`count` series of one study of STORE (study numbered `study`), with its date and modality."""
+    store = DicomStore.parse(STORE)
+    study_uid = f"{STUDY}.{study}"
+    return [
+        Cataloged(SeriesRef(store, study_uid, f"{study_uid}.{n}"), study_date, modality)
+        for n in range(1, count + 1)
+    ]
+
+
 class FakeSource:
     """A DICOMweb source in memory holding one series: instances with their bytes, searched in pages,
     retrieved as parts, deleted (the series with a Healthcare operation, an instance synchronously).
@@ -173,6 +221,14 @@ class FakeSource:
         # dicomStores.import: the instances (SOP UID -> bytes) a gs:// pattern names; the test sets it
         self.importable: Callable[[str], dict[str, bytes]] = lambda uri: {}
         self.imports: list[str] = []
+        # setBlobStorageSettings: (class, filter URI) per call; the class of each instance (default STANDARD)
+        self.tiers: list[tuple[str, str]] = []
+        self.storage_classes: dict[str, str] = {}
+        self.tier_applies = True  # False: the operation succeeds and changes nothing
+        # a store's series for search_series_page (sweep): add_catalog; its search limits
+        self.catalog: list[Cataloged] = []
+        self.max_limit = 5000
+        self.max_offset = 1_000_000
         self.calls: Counter[str] = Counter()
         self.log: list[tuple[str, str | None]] = []
         self.pages = 0  # search pages served
@@ -261,6 +317,18 @@ class FakeSource:
         self._enter("search_series")
         return [self.series] if self.instances else []
 
+    def search_series_page(
+        self, store: DicomStore | None, params: Mapping[str, str], limit: int, offset: int
+    ) -> list[SeriesRef]:
+        """A page of `catalog` (series of the store with their StudyDate and Modality) as QIDO matches
+        them: Modality exactly, StudyDate a range (no date never in one) or `""` (no date only); a page
+        of at most `max_limit`, an offset above `max_offset` refused like the Healthcare API."""
+        self._enter("search_series_page")
+        if offset > self.max_offset:
+            raise PermanentError(Code.SOURCE_REFUSED, "offset above the maximum")
+        found = [entry.series for entry in self.catalog if entry.matches(params)]
+        return found[offset : offset + min(limit, self.max_limit)]
+
     @contextlib.contextmanager
     def retrieve_instance(
         self, series: SeriesRef, sop_uid: str, transfer_syntax: str, *, deadline: float | None = None
@@ -340,6 +408,29 @@ class FakeSource:
             self.operations[name] = self.operation_polls
         self._leave("import_instances", call)
         return Operation(name, False, None)
+
+    def set_blob_storage_class(self, store: DicomStore, storage_class: str, filter_uri: str) -> Operation:
+        """Records the call, sets the class of every instance of the series (unless `tier_applies` is
+        False, or the operation is set to fail) and starts an operation done after `operation_polls`."""
+        call = self._enter("set_blob_storage_class")
+        with self._lock:
+            self.tiers.append((storage_class, filter_uri))
+            if self.tier_applies and self.operation_error is None:
+                for uid in self.instances:
+                    self.storage_classes[uid] = storage_class
+            name = f"{OPERATIONS}/{len(self.operations) + 1}"
+            self.operations[name] = self.operation_polls
+        self._leave("set_blob_storage_class", call)
+        return Operation(name, False, None)
+
+    def instance_storage_class(self, series: SeriesRef, sop_uid: str) -> str | None:
+        call = self._enter("instance_storage_class", sop_uid)
+        with self._lock:
+            if sop_uid not in self.instances:
+                raise SourceGone("the instance is not found")
+            found = self.storage_classes.get(sop_uid, "STANDARD")
+        self._leave("instance_storage_class", call)
+        return found
 
     def delete_instance(self, series: SeriesRef, sop_uid: str) -> bool:
         call = self._enter("delete_instance", sop_uid)

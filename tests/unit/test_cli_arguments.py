@@ -18,7 +18,7 @@ from worker.cli import EXIT_USAGE
         (
             ["submit", "copy", SERIES_PATH],
             "python -m worker submit: error: argument ACTION: invalid choice: 'copy'"
-            " (choose from 'search', 'retrieve', 'delete', 'archive', 'restore', 'verify')",
+            " (choose from 'search', 'retrieve', 'delete', 'archive', 'restore', 'verify', 'tier')",
         ),
         (
             ["submit", "retrieve", SERIES_PATH, "--option", "mode"],

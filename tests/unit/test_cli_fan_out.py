@@ -42,6 +42,15 @@ class FakeDicomWeb(DicomWebClient):
             raise self.found
         return self.found
 
+    def search_series_page(
+        self, store: DicomStore | None, params: Any, limit: int, offset: int
+    ) -> list[SeriesRef]:
+        """A store's listing (worker.enumeration): pages of `found`, each recorded like a search."""
+        self.searches.append((store, None, {**params, "offset": str(offset)}, limit))
+        if isinstance(self.found, BaseException):
+            raise self.found
+        return self.found[offset : offset + limit]
+
 
 def refs(count: int, store: DicomStore | None = STORE_REF) -> list[SeriesRef]:
     return [SeriesRef(store, f"{STUDY}.{i % 3}", f"{SERIES}.{i}") for i in range(count)]
@@ -75,7 +84,9 @@ def test_fan_out_publishes_one_request_per_series(capsys: pytest.CaptureFixture[
     assert code == EXIT_OK, err
     assert out == "series found: 7; requests published: 7; failures: 0\n"
     assert err.strip().splitlines()[-1] == "published 7/7"
-    assert made[0].searches == [(STORE_REF, None, {"Modality": "CT", "StudyDate": "20240101-20241231"}, 3)]
+    filters = {"Modality": "CT", "StudyDate": "20240101-20241231"}
+    offsets = [str(Settings().search_max_offset), "0", "3", "6", "7"]  # the probe, then pages to an empty one
+    assert made[0].searches == [(STORE_REF, None, {**filters, "offset": offset}, 3) for offset in offsets]
     assert [body["series"] for _, body, _ in client.published] == [ref.source for ref in found]
     for topic, body, attributes in client.published:
         assert topic == REQUEST_TOPIC

@@ -1155,3 +1155,112 @@ def test_a_failure_without_a_uid_is_taken_as_this_instances() -> None:
     answer = {"00081198": {"vr": "SQ", "Value": [{"00081197": {"vr": "US", "Value": [0x0111]}}]}}
 
     assert stow_outcome(409, json.dumps(answer).encode(), SOP, healthcare=False) is Stow.PRESENT
+
+
+# -- storage classes inside a store (tier) ---------------------------------------------------------
+
+
+def test_set_blob_storage_class_sends_the_class_and_the_filter(
+    server: FakeServer, healthcare: DicomWebClient
+) -> None:
+    server.replies(json_reply({"name": OPERATION}))
+
+    operation = healthcare.set_blob_storage_class(
+        DicomStore.parse(STORE), "ARCHIVE", "gs://b/p/tier-ARCHIVE.txt"
+    )
+
+    assert operation == Operation(OPERATION, False, None)
+    (seen,) = server.seen
+    assert (seen.method, seen.path) == ("POST", f"/v1/{STORE}:setBlobStorageSettings")
+    assert json.loads(seen.body) == {
+        "blobStorageSettings": {"blobStorageClass": "ARCHIVE"},
+        "filterConfig": {"resourcePathsGcsUri": "gs://b/p/tier-ARCHIVE.txt"},
+    }
+
+
+def test_set_blob_storage_class_refuses_an_operation_of_another_dataset(
+    server: FakeServer, healthcare: DicomWebClient
+) -> None:
+    server.replies(
+        json_reply({"name": f"projects/{PROJECT}/locations/{LOCATION}/datasets/other/operations/1"})
+    )
+
+    with pytest.raises(PermanentError) as caught:
+        healthcare.set_blob_storage_class(DicomStore.parse(STORE), "ARCHIVE", "gs://b/f.txt")
+    assert caught.value.code is Code.SOURCE_INVALID_RESPONSE
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"blobStorageInfo": {"storageClass": "COLDLINE", "sizeBytes": "12"}}, "COLDLINE"),
+        ({"blobStorageInfo": {}}, None),
+        ({"blobStorageInfo": "ARCHIVE"}, None),
+        ({}, None),
+    ],
+)
+def test_instance_storage_class_reads_get_storage_info(
+    server: FakeServer, healthcare: DicomWebClient, body: dict[str, Any], expected: str | None
+) -> None:
+    server.replies(json_reply(body))
+
+    assert healthcare.instance_storage_class(HEALTHCARE_SERIES, SOP) == expected
+    assert server.seen[0].path == (
+        f"/v1/{STORE}/dicomWeb/studies/{STUDY}/series/{SERIES}/instances/{SOP}:getStorageInfo"
+    )
+
+
+def test_instance_storage_class_of_a_missing_instance_is_source_gone(
+    server: FakeServer, healthcare: DicomWebClient
+) -> None:
+    server.replies(Reply(404))
+
+    with pytest.raises(SourceGone):
+        healthcare.instance_storage_class(HEALTHCARE_SERIES, SOP)
+
+
+def test_instance_storage_class_refuses_a_bad_uid(server: FakeServer, healthcare: DicomWebClient) -> None:
+    with pytest.raises(PermanentError) as caught:
+        healthcare.instance_storage_class(HEALTHCARE_SERIES, "1.2/../x")
+    assert caught.value.code is Code.INVALID_REQUEST
+    assert server.seen == []
+
+
+def test_storage_classes_are_not_a_dicomweb_servers(server: FakeServer, client: DicomWebClient) -> None:
+    for call in (
+        lambda: client.set_blob_storage_class(DicomStore.parse(STORE), "ARCHIVE", "gs://b/f.txt"),
+        lambda: client.instance_storage_class(DICOMWEB_SERIES, SOP),
+    ):
+        with pytest.raises(PermanentError) as caught:
+            call()
+        assert caught.value.code is Code.TIER_NOT_SUPPORTED
+    assert server.seen == []
+
+
+# -- one page of a store's series search (worker/enumeration.py pages and partitions) ----------------
+
+
+def test_a_series_search_page_sends_the_filters_limit_and_offset(
+    server: FakeServer, client: DicomWebClient
+) -> None:
+    items = [qido(f"{SOP}.{n}", series=f"{SERIES}.{n}") for n in range(1, 4)]
+    server.respond = paged(items)
+
+    found = client.search_series_page(None, {"Modality": "CT", "StudyDate": '""'}, 2, 1)
+
+    assert found == [SeriesRef(None, STUDY, f"{SERIES}.2"), SeriesRef(None, STUDY, f"{SERIES}.3")]
+    (seen,) = server.seen
+    assert seen.path == "/dicom-web/series"
+    assert seen.query == {"Modality": ["CT"], "StudyDate": ['""'], "limit": ["2"], "offset": ["1"]}
+
+
+@pytest.mark.parametrize("item", [{"0020000D": uid_element(STUDY)}, {"0020000E": uid_element("x")}, ["list"]])
+def test_a_series_result_naming_no_valid_series_is_search_incomplete(
+    server: FakeServer, client: DicomWebClient, item: object
+) -> None:
+    server.respond = lambda seen: json_reply([item])
+
+    with pytest.raises(PermanentError) as caught:
+        client.search_series_page(None, {}, 10, 0)
+
+    assert caught.value.code is Code.SEARCH_INCOMPLETE

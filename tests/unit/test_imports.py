@@ -28,10 +28,11 @@ LAYERS: list[set[str]] = [
         "manifest",
         "media_type",
         "retries",
+        "enumeration",
     },
     {"dicomweb", "http_exchange", "storage", "pubsub"},
     {"job"},
-    {"search", "retrieve", "delete", "archive", "verify", "restore", "operations"},
+    {"search", "retrieve", "delete", "archive", "verify", "restore", "operations", "tier", "sweep"},
     {"delivery"},
     {"wiring"},
     {"cloud_event"},
@@ -44,6 +45,8 @@ ACTIONS_BELOW = {
     "archive": {"search", "retrieve"},
     "verify": {"search"},
     "restore": {"search", "verify", "operations"},
+    "tier": {"search", "verify", "operations"},
+    "sweep": set(),
 }
 
 

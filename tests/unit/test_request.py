@@ -112,9 +112,10 @@ def test_study_and_series_fields_alone_name_a_dicomweb_series() -> None:
     assert request.series == SeriesRef(None, STUDY, SERIES)
 
 
-@pytest.mark.parametrize("action", list(Action))
+@pytest.mark.parametrize("action", [action for action in Action if action is not Action.SWEEP])
 def test_action_from_the_message_attribute_when_absent_from_the_data(action: Action) -> None:
-    request = parse({"series": SERIES_PATH}, {"action": str(action)})
+    options = {"options": {"storageClass": "ARCHIVE"}} if action is Action.TIER else {}
+    request = parse({"series": SERIES_PATH, **options}, {"action": str(action)})
 
     assert request.action is action
 
@@ -412,7 +413,7 @@ def invalid_request(body: object, attributes: dict[str, str] | None = None) -> s
 
 def test_unknown_action() -> None:
     assert invalid_request(search(action="copy")) == (
-        "unknown action; expected one of search, retrieve, delete, archive, restore, verify"
+        "unknown action; expected one of search, retrieve, delete, archive, restore, verify, tier, sweep"
     )
 
 
@@ -795,7 +796,9 @@ def test_malformed_operation(operation: object) -> None:
 @pytest.mark.parametrize("action", ["search", "retrieve"])
 def test_operation_only_with_delete_or_archive(action: str) -> None:
     body = {"action": action, "series": SERIES_PATH, "operation": OPERATION}
-    assert invalid_request(body) == "operation is only accepted with actions delete, archive and restore"
+    assert (
+        invalid_request(body) == "operation is only accepted with actions delete, archive, restore and tier"
+    )
 
 
 @pytest.mark.parametrize("continuation", [-1, 10_001, "1", 1.5, True, None])

@@ -42,6 +42,13 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
         {"action": "delete", "series": SERIES_PATH, "requestId": "d-1"},
         {"action": "verify", "series": SERIES_PATH, "requestId": "v-1", "destination": DESTINATION.uri()},
         {"action": "restore", "series": SERIES_PATH, "requestId": "rs-1", "destination": DESTINATION.uri()},
+        {
+            "action": "tier",
+            "series": SERIES_PATH,
+            "requestId": "t-1",
+            "destination": DESTINATION.uri(),
+            "options": {"storageClass": "ARCHIVE"},
+        },
     ],
 )
 def test_the_event_of_every_action_validates(fakes: Fakes, body: dict[str, Any]) -> None:

@@ -20,7 +20,8 @@ EXIT_INTERRUPTED = 130
 
 _MODALITY = re.compile(r"[A-Z0-9_ ]{1,16}")  # a DICOM CS value
 _DATE = "%Y%m%d"
-_ACTIONS = "one of " + ", ".join(str(a) for a in Action)
+_SERIES_ACTIONS = [str(a) for a in Action if a is not Action.SWEEP]  # a sweep is a rule, not a series
+_ACTIONS = "one of " + ", ".join(_SERIES_ACTIONS)
 _SERIES_HELP = (
     "projects/{p}/locations/{l}/datasets/{d}/dicomStores/{s}/dicomWeb/studies/{study}/series/{series},"
     " or studies/{study}/series/{series} for a DICOMWEB_URL server"
@@ -134,7 +135,7 @@ def study_date(text: str) -> str:
 
 
 def action_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", metavar="ACTION", choices=[str(a) for a in Action], help=_ACTIONS)
+    parser.add_argument("action", metavar="ACTION", choices=_SERIES_ACTIONS, help=_ACTIONS)
 
 
 def one_request_arguments(parser: argparse.ArgumentParser) -> None:

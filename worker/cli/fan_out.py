@@ -32,6 +32,7 @@ from worker.cli.checks import (
 )
 from worker.cli.clients import Clients, make, stop_publisher
 from worker.cli.output import ProgressLine, print_error, reason
+from worker.enumeration import Enumeration, SearchLimits
 from worker.errors import PermanentError, RetryableError, SourceGone
 from worker.models import DicomStore, GcsLocation, SeriesRef, is_uid
 from worker.request import SeriesRequest
@@ -187,7 +188,12 @@ def cmd_fan_out(args: argparse.Namespace, env: Mapping[str, str], clients: Clien
     dicomweb = make(clients.dicomweb, settings)
     check_root(dicomweb, probe)
     try:
-        found = dicomweb.search_series(store, study, filters, args.page_size or settings.search_page_size)
+        page_size = args.page_size or settings.search_page_size
+        if study is None:  # a whole store: partitioned past the paging limits, as a sweep lists it
+            limits = SearchLimits(page_size, settings.search_max_offset)
+            found = Enumeration(dicomweb, store, filters, limits).all()
+        else:
+            found = dicomweb.search_series(store, study, filters, page_size)
     except SourceGone:
         print_error(f"the series search failed: {args.target} is not found (404)")
         return EXIT_FAILED
