@@ -111,7 +111,8 @@ resource "google_pubsub_topic_iam_member" "runtime_publisher_completion" {
 # the publisher role on this module's own topic (a publisher granted on the
 # topic elsewhere is removed). The function hands its follow-ups on here;
 # var.request_publishers send new requests; with store notifications, the
-# Healthcare service agent of each store's project publishes them. Project-level
+# Healthcare service agent of each store's project publishes them; with
+# sweep_rules, the Cloud Scheduler service agent publishes the sweeps. Project-level
 # grants still reach the topic: the worker therefore also refuses follow-up
 # fields that lack its signature (secrets.tf), whoever publishes them.
 resource "google_pubsub_topic_iam_binding" "request_publishers" {
@@ -122,6 +123,7 @@ resource "google_pubsub_topic_iam_binding" "request_publishers" {
     [local.runtime_member],
     var.request_publishers,
     [for project in data.google_project.dicom_store : "serviceAccount:service-${project.number}@gcp-sa-healthcare.iam.gserviceaccount.com"],
+    length(var.sweep_rules) == 0 ? [] : [local.scheduler_service_agent],
   )))
 }
 

@@ -62,6 +62,7 @@ locals {
       "storage.googleapis.com",
     ],
     var.kms_key_name == null ? [] : ["cloudkms.googleapis.com"],
+    length(var.sweep_rules) == 0 ? [] : ["cloudscheduler.googleapis.com"],
   ))
 }
 

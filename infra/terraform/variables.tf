@@ -293,6 +293,60 @@ variable "request_publishers" {
   }
 }
 
+variable "sweep_rules" {
+  description = "Archival by rule: one Cloud Scheduler job per rule publishes a sweep request onto the request topic on the rule's cron schedule (time_zone, default Etc/UTC). The sweep lists the series of store (null with DICOMWEB_URL) matching filters (modality, studyDate: YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD) and publishes one request per series: then (action, destination, options; any series action but sweep). The request carries no requestId (each run's is its Pub/Sub message id) and no follow-up field, so it needs no signature. The Cloud Scheduler service agent is added to the request topic's publishers. Actions delete and archive still need delete_enabled, restore needs restore_enabled, tier needs tier_enabled."
+  type = list(object({
+    name      = string
+    schedule  = string
+    time_zone = optional(string, "Etc/UTC")
+    store     = optional(string)
+    filters = optional(object({
+      modality  = optional(string)
+      studyDate = optional(string)
+    }), {})
+    then = object({
+      action      = string
+      destination = optional(string)
+      options = optional(object({
+        transferSyntax  = optional(string)
+        includeMetadata = optional(bool)
+        mode            = optional(string)
+        method          = optional(string)
+        storageClass    = optional(string)
+      }))
+    })
+  }))
+  default = []
+
+  validation {
+    condition     = alltrue([for rule in var.sweep_rules : can(regex("^[a-z][-a-z0-9]{0,29}$", rule.name))]) && length(distinct([for rule in var.sweep_rules : rule.name])) == length(var.sweep_rules)
+    error_message = "Each sweep rule needs a unique name of 1 to 30 lowercase letters, digits or hyphens, starting with a letter."
+  }
+
+  validation {
+    condition     = alltrue([for rule in var.sweep_rules : contains(["search", "retrieve", "delete", "archive", "restore", "verify", "tier"], rule.then.action)])
+    error_message = "A sweep rule's then.action must be a series action (search, retrieve, delete, archive, restore, verify, tier), never sweep."
+  }
+
+  validation {
+    condition     = alltrue([for rule in var.sweep_rules : rule.store == null || can(regex("^projects/[^/]+/locations/[^/]+/datasets/[^/]+/dicomStores/[^/]+$", rule.store))])
+    error_message = "A sweep rule's store must be projects/P/locations/L/datasets/D/dicomStores/S (or null with DICOMWEB_URL)."
+  }
+
+  validation {
+    condition = alltrue([for rule in var.sweep_rules : (
+      (rule.filters.modality == null || can(regex("^[A-Z0-9_ ]{1,16}$", rule.filters.modality)))
+      && (rule.filters.studyDate == null || can(regex("^([0-9]{8}|[0-9]{8}-[0-9]{8}|[0-9]{8}-|-[0-9]{8})$", rule.filters.studyDate)))
+    )])
+    error_message = "A sweep rule's filters.modality must be an upper-case modality code, filters.studyDate YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD."
+  }
+
+  validation {
+    condition     = alltrue([for rule in var.sweep_rules : length(split(" ", trimspace(rule.schedule))) == 5])
+    error_message = "A sweep rule's schedule must be a five-field cron expression, e.g. \"0 2 * * *\"."
+  }
+}
+
 variable "continuation_key_ids" {
   description = "Ids of the keys that sign the worker's follow-up messages (CONTINUATION_KEYS_FILE, a mounted Secret Manager secret); each gets a generated 48-character secret. The first signs, all verify. Rotate: add a new id second, apply; move it first, apply; once no follow-up signed with the old key can be pending, drop the old id, apply."
   type        = list(string)

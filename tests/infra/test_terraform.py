@@ -9,6 +9,7 @@ buckets, the function's runtime and entry point, documented variables).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -763,3 +764,61 @@ def test_terraform_fmt(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, f"terraform fmt -check failed on:\n{result.stdout}{result.stderr}"
+
+
+# ---------------------------------------------------------------------------
+# Sweep rules: Cloud Scheduler jobs publishing sweeps onto the request topic
+# ---------------------------------------------------------------------------
+
+
+def test_one_scheduler_job_per_sweep_rule_publishes_onto_the_request_topic(module: Module) -> None:
+    job = module.resource("google_cloud_scheduler_job", "sweep")
+    assert "var.sweep_rules" in _refs(job["for_each"])
+    assert job["schedule"] == "${each.value.schedule}"
+    assert job["time_zone"] == "${each.value.time_zone}"
+    target = _block(job, "pubsub_target")
+    assert target["topic_name"] == "${google_pubsub_topic.request.id}"
+    assert "base64encode(jsonencode(local.sweep_requests[each.key]))" in _refs(target["data"])
+    assert target["attributes"] == {"action": "sweep"}
+    assert module.default("sweep_rules") == []
+
+
+def test_a_scheduled_sweep_carries_no_follow_up_field_and_no_request_id(module: Module) -> None:
+    """A scheduler cannot sign: the request it publishes holds only what an unsigned sweep may hold."""
+    requests = _refs(module.locals["sweep_requests"])
+    assert '"sweep"' in requests or "'sweep'" in requests or "sweep" in requests
+    for field in ("cursor", "published", "continuation", "signature", "requestId"):
+        assert field not in requests, field
+    assert "rule.filters" in requests and "rule.then.action" in requests and "rule.store" in requests
+
+
+def test_a_scheduled_sweep_request_parses_unsigned() -> None:
+    """The body the module's local builds (nulls left out) is a sweep the worker accepts without keys."""
+    from worker.request import Message as WorkerMessage
+    from worker.request import SweepRequest, parse_message
+
+    store = "projects/my-project/locations/europe-west4/datasets/d/dicomStores/s"
+    body = {
+        "action": "sweep",
+        "filters": {"modality": "CT", "studyDate": "-20191231"},
+        "then": {"action": "archive", "destination": "gs://bucket/archive", "options": {"mode": "series"}},
+        "store": store,
+    }
+    request = parse_message(WorkerMessage(json.dumps(body).encode(), {"action": "sweep"}, "123456"))
+    assert isinstance(request, SweepRequest)
+    assert request.request_id == "123456"
+
+
+def test_the_scheduler_service_agent_publishes_requests_only_with_sweep_rules(module: Module) -> None:
+    members = _refs(module.resource("google_pubsub_topic_iam_binding", "request_publishers")["members"])
+    assert "local.scheduler_service_agent" in members and "var.sweep_rules" in members
+    assert "gcp-sa-cloudscheduler.iam.gserviceaccount.com" in _refs(module.locals["scheduler_service_agent"])
+    assert "cloudscheduler.googleapis.com" in _refs(module.locals["apis"])
+    assert "var.sweep_rules" in _refs(module.locals["apis"])
+
+
+def test_sweep_rules_refuse_a_nested_sweep_and_bad_filters(module: Module) -> None:
+    validations = _refs(module.variables["sweep_rules"]["validation"])
+    assert "never sweep" in validations
+    assert '"search", "retrieve", "delete", "archive", "restore", "verify", "tier"' in validations
+    assert "filters.studyDate" in validations and "five-field cron" in validations
