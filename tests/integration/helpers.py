@@ -38,6 +38,12 @@ class EmulatorAdmin:
             body["size"] = size
         return self._call("POST", "seed", body)
 
+    def seed_study(self, store: str, study: str, series: str, *, count: int, **kw: Any) -> Any:
+        """The seed with its study and series given as UIDs (``seriesCount``: series ``{series}.{k}``)."""
+        return self._call(
+            "POST", "seed", {"store": store, "study": study, "series": series, "count": count, **kw}
+        )
+
     def stow_series(self, store: str, count: int, *, pixel_bytes: int = 512) -> tuple[Series, list[bytes]]:
         series, data = make_series(count, pixel_bytes=pixel_bytes)
         stow(self.dicomweb(store), data)
