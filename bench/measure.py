@@ -252,6 +252,27 @@ def run_search_bare(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     return work
 
 
+def run_sweep(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """The worker's sweep of a whole store, end to end: the series listed (QIDO pages) and one search
+    request per series published onto REQUEST_TOPIC (the Pub/Sub emulator), every publish waited on."""
+    from worker.request import Message
+    from worker.settings import Settings
+    from worker.wiring import build_worker
+
+    worker = build_worker(Settings.from_env())
+    body = {"action": "sweep", "store": spec["store"], "then": {"action": "search"}, "requestId": "bench"}
+    message = Message(json.dumps(body).encode(), {}, f"bench-{os.getpid()}")
+
+    def work() -> dict[str, Any]:
+        event = worker.handle(message)
+        if event is None or event.status != "succeeded":
+            raise RuntimeError(f"the sweep did not succeed: {event and event.as_json()}")
+        result = event.as_json()
+        return {"instances": 0, "bytes": 0, "series": result["seriesCount"], "published": result["published"]}
+
+    return work
+
+
 # -- the multipart splitter ---------------------------------------------------------------------------
 
 
@@ -290,6 +311,7 @@ KINDS: dict[str, Callable[[dict[str, Any]], Callable[[], dict[str, Any]]]] = {
     "search_worker": run_search_worker,
     "search_bare": run_search_bare,
     "multipart": run_multipart,
+    "sweep": run_sweep,
 }
 
 

@@ -15,16 +15,18 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.local import BUCKET, STORE, Bench, Series
+from bench.local import BUCKET, STORE, STUDY, Bench, Series
 from infra.local.stack import REPO_ROOT, install_signal_handlers
+from infra.local.stack.pubsub import PubSubRest
 
 BENCH_DIR = Path(__file__).resolve().parent
-SECTIONS = ("multipart", "coldstart", "search", "retrieve", "archive", "restore", "memory")
+SECTIONS = ("multipart", "coldstart", "search", "retrieve", "archive", "restore", "memory", "sweep")
 SYSTEMS = ("worker:instances", "worker:series", "baseline", "ceiling")
 CONCURRENCY = 16  # the worker's default (Settings.concurrency); the ceiling uses the same
 
@@ -224,6 +226,64 @@ def run_restore(bench: Bench, results: report.Results, runs: int, quick: bool, p
         bench.remove(prefix)
 
 
+SWEEP_SERIES = 100_000
+SWEEP_STUDIES = 100  # of 1,000 series each (one instance each), over 100 study dates
+
+
+def seed_sweep_store(bench: Bench, series: int) -> str:
+    """A fresh store of `series` series, metadata only: the emulator's seed, `seriesCount` at a time."""
+    store = bench.new_store()
+    per_study = series // SWEEP_STUDIES
+    for number in range(SWEEP_STUDIES):
+        study = f"{STUDY}.{number + 1}"
+        day = f"{2000 + number // 12:04d}{number % 12 + 1:02d}15"
+        response = bench.session.post(
+            f"{bench.stack.healthcare_admin_url}/emulator/seed",
+            json={
+                "store": store,
+                "study": study,
+                "series": f"{study}.1",
+                "count": 1,
+                "size": 1024,
+                "seriesCount": per_study,
+                "studyDate": day,
+                "modality": "CT",
+            },
+            timeout=600,
+        )
+        response.raise_for_status()
+    return store
+
+
+def run_sweep(bench: Bench, results: report.Results, runs: int, quick: bool, progress: Progress) -> None:
+    """The sweep of a store of 100,000 series (10,000 with --quick), end to end: listed and published."""
+    if bench.stack.pubsub is None:
+        results.notes.append("sweep: not run (the Pub/Sub emulator is not available: it needs Java)")
+        return
+    count = SWEEP_SERIES // 10 if quick else SWEEP_SERIES
+    started = time.monotonic()
+    store = seed_sweep_store(bench, count)
+    progress(f"sweep: seeded {count:,} series in {time.monotonic() - started:.0f} s")
+    rest = PubSubRest(bench.stack.pubsub_url)
+    for repetition in range(runs):
+        topic = rest.create_topic(f"bench-sweep-{repetition}-{uuid.uuid4().hex[:6]}")
+        keys = "bench=" + uuid.uuid4().hex * 2
+        spec = {
+            "kind": "sweep",
+            "store": store,
+            "env": {"REQUEST_TOPIC": topic, "CONTINUATION_KEYS": keys, "DEADLINE_SECONDS": "3600"},
+        }
+        run = flatten(bench.measure(spec, timeout=3600))
+        if run["published"] != count or run["series"] != count:
+            raise RuntimeError(f"sweep: {run['published']} published of {count} series")
+        results.sweep.setdefault(f"{count:,} series", []).append(run)
+        progress(
+            f"sweep {count:,} series run {repetition + 1}/{runs}: {count / run['seconds']:,.0f} series/s,"
+            f" {run['seconds']:.1f} s, peak RSS {run['peak_rss'] / 2**20:.0f} MiB"
+        )
+        rest.delete_topic(topic)
+
+
 def mbps_text(run: dict[str, Any]) -> str:
     rate, rss = run["bytes"] / run["seconds"] / 1e6, run["peak_rss"] / 2**20
     return f"{rate:.1f} MB/s, {run['seconds']:.1f} s, peak RSS {rss:.0f} MiB"
@@ -415,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     results = report.Results(load_before=report.uptime())
     results.options = " ".join(sys.argv[1:] if argv is None else argv) or "full"
     progress(f"starting the local stack in {run_dir}; load: {results.load_before}")
-    bench = Bench.start(run_dir, out_dir, pubsub="coldstart" in sections and not args.profile)
+    wants_pubsub = bool({"coldstart", "sweep"} & set(sections))
+    bench = Bench.start(run_dir, out_dir, pubsub=wants_pubsub and not args.profile)
     for item in args.env:
         name, _, value = item.partition("=")
         bench.extra_env[name] = value
@@ -443,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
             run_restore(bench, results, small_runs, args.quick, progress)
         if "memory" in sections:
             run_memory(bench, results, args.quick, progress)
+        if "sweep" in sections:
+            run_sweep(bench, results, args.runs or 1, args.quick, progress)
     finally:
         with contextlib.suppress(Exception):
             bench.stop()
@@ -476,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     found = report.targets(results, [SMALL, SMALL_REMOTE], MEMORY_SMALL, MEMORY_LARGE, LARGE)
     found.append(report.archive_target(results, SMALL_REMOTE))
     found += report.restore_targets(results, SMALL, MEMORY_SMALL, MEMORY_LARGE)
+    found.append(report.sweep_target(results))
     text = report.render(results, found)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "results.md").write_text(text)
