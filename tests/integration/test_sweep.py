@@ -118,3 +118,33 @@ def test_a_sweep_past_the_search_limits_publishes_every_series_once(
     offsets = [int(r["query"].split("offset=")[1].split("&")[0]) for r in requests if "offset=" in r["query"]]
     assert max(offsets) <= 2000
     print(f"sweep of 20,000 series past the lowered limits: {elapsed:.1f} s")
+
+
+def test_a_sweep_handed_on_at_every_page_still_publishes_each_series_once(
+    deploy: Callable[..., Deployment], dicom_store: str, emulator: EmulatorAdmin
+) -> None:
+    """DEADLINE_SECONDS=1: the sweep hands itself on after every page, with its signed cursor, through the
+    real request topic; 60 series over three dates and no date, pages of 10, offsets up to 20 (so the
+    store is partitioned too): every series searched once, the sweep's event counting 60."""
+    emulator.config(qidoMaxLimit=10, qidoMaxOffset=20)
+    try:
+        seeded: list[str] = []
+        for day in ("20150601", "20160601", "20170601", ""):
+            seeded += seed_study(emulator, dicom_store, a_study(), 15, date=day, modality="MR")
+        deployment = deploy({"DEADLINE_SECONDS": "1", "SEARCH_PAGE_SIZE": "10", "SEARCH_MAX_OFFSET": "20"})
+        tap = deployment.tap_requests()
+
+        sweep = {"action": "sweep", "store": dicom_store, "then": {"action": "search"}, "requestId": "paged"}
+        deployment.publish(sweep)
+        events = deployment.pull_events(61, timeout=180)
+    finally:
+        emulator.config(qidoMaxLimit=0, qidoMaxOffset=1_000_000)
+
+    (swept,) = [event.data for event in events if event.data["action"] == "sweep"]
+    assert (swept["status"], swept["seriesCount"], swept["published"]) == ("succeeded", 60, 60), swept
+    searched = Counter(event.data["series"] for event in events if event.data["action"] == "search")
+    assert searched == Counter(seeded)
+    follow_ups = [event for event in tap.drain(2.0) if "continuation" in event.attributes]
+    assert len(follow_ups) >= 6  # at least one hand-on per page of 10
+    assert all("cursor" in event.data and "signature" in event.data for event in follow_ups)
+    assert deployment.no_more_events() == []
