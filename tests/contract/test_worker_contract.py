@@ -61,6 +61,12 @@ def search_series_of_store(run: Run) -> None:
     assert run.client.search_series(STORE, None, {"Modality": "OT"}, 10) == [SERIES]
 
 
+def search_series_page(run: Run) -> None:
+    params = {"Modality": "OT", "StudyDate": "00010101-99991231"}  # a sweep's partition (worker.enumeration)
+    assert run.client.search_series_page(STORE, params, 10, 0) == [SERIES]
+    assert run.client.search_series_page(STORE, {"StudyDate": '""'}, 10, 0) == []  # the undated partition
+
+
 def retrieve_instance(run: Run) -> None:
     for syntax in ("*", "1.2.840.10008.1.2.1"):
         with run.client.retrieve_instance(SERIES, f"{SERIES.series_uid}.1", syntax) as part:
@@ -123,6 +129,7 @@ CALLS: list[tuple[str, str, Callable[[Run], None]]] = [
     ),
     ("search_series", f"{M}.dicomStores.studies.searchForSeries", search_series_of_study),
     ("search_series", f"{M}.dicomStores.searchForSeries", search_series_of_store),
+    ("search_series_page", f"{M}.dicomStores.searchForSeries", search_series_page),
     ("retrieve_instance", f"{M}.dicomStores.studies.series.instances.retrieveInstance", retrieve_instance),
     ("retrieve_series", f"{M}.dicomStores.studies.series.retrieveSeries", retrieve_series),
     ("metadata", f"{M}.dicomStores.studies.series.retrieveMetadata", metadata),
