@@ -384,7 +384,7 @@ def corpus(t: Target) -> list[Hostile]:
             "operation-with-retrieve",
             {**retrieve, "operation": f"{t.dataset_name}/operations/1"},
             INVALID_REQUEST,
-            "operation is only accepted with actions delete, archive and restore",
+            "operation is only accepted with actions delete, archive, restore and tier",
         )
     )
     add(
