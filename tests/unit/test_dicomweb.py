@@ -1264,3 +1264,33 @@ def test_a_series_result_naming_no_valid_series_is_search_incomplete(
         client.search_series_page(None, {}, 10, 0)
 
     assert caught.value.code is Code.SEARCH_INCOMPLETE
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b'[{"00080018": {"vr": "UI", "Value": ["1.2', RetryableError),
+        (b'{"not": "an array"}', RetryableError),
+    ],
+    ids=["cut-short", "not-an-array"],
+)
+def test_metadata_that_does_not_parse_is_never_returned(
+    server: FakeServer, client: DicomWebClient, body: bytes, error: type[Exception]
+) -> None:
+    """Issue 12, 10: metadata.json is stored only once it parses: a body cut short raises, so nothing is
+    stored and a redelivery fetches it again."""
+    server.replies(Reply(200, body, headers={"Content-Type": "application/dicom+json"}))
+
+    with pytest.raises(error):
+        client.metadata(DICOMWEB_SERIES)
+
+
+def test_metadata_that_is_json_but_not_dicom_json_is_refused(
+    server: FakeServer, client: DicomWebClient
+) -> None:
+    server.replies(json_reply(["not an object"]))
+
+    with pytest.raises(PermanentError) as caught:
+        client.metadata(DICOMWEB_SERIES)
+
+    assert caught.value.code is Code.SOURCE_INVALID_RESPONSE
