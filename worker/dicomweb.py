@@ -10,7 +10,6 @@ dataset: no credential goes to a host a response names.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import uuid
@@ -19,10 +18,28 @@ from typing import Any, TypeVar
 
 import requests
 
+from worker.dicom_json import (
+    INSTANCE_NUMBER_TAG,
+    SERIES_TAG,
+    SOP_CLASS_TAG,
+    STUDY_TAG,
+    first_value,
+    instance_from_json,
+    stow_outcome,
+)
 from worker.errors import Code, InvalidValue, PermanentError, RetryableError, SourceGone
-from worker.http_exchange import CHUNK_BYTES, Exchanges, json_body, parse_json, read_whole, translate_chunks
+from worker.http_exchange import (
+    CHUNK_BYTES,
+    Exchanges,
+    SizedBody,
+    json_body,
+    parse_json,
+    read_whole,
+    translate_chunks,
+)
 from worker.models import DicomStore, Instance, Operation, SeriesRef, Stow, is_uid
 from worker.multipart import MultipartError, Part, boundary_from_content_type, iter_parts
+from worker.orthanc import OrthancRest
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,20 +48,6 @@ _J = TypeVar("_J")
 
 MAX_OFFSET = 1_000_000
 _OPERATION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-
-_SOP_CLASS = "00080016"
-_SOP_INSTANCE = "00080018"
-_STUDY = "0020000D"
-_SERIES = "0020000E"
-_INSTANCE_NUMBER = "00200013"
-_FAILURE_REASON = "00081197"
-_FAILED_SOPS = "00081198"
-_REFERENCED_SOPS = "00081199"
-_REFERENCED_SOP_INSTANCE = "00081155"
-DUPLICATE_SOP = 0x0111  # STOW-RS failure reason: an instance with this SOP Instance UID is stored already
-# Failure reasons a later attempt may not meet: processing failure (the Healthcare API's answer while an
-# operation deletes the series), out of resources.
-TRANSIENT_REASONS = frozenset({0x0110, 0xA700})
 
 
 def accept_header(transfer_syntax: str) -> str:
@@ -60,6 +63,7 @@ class DicomWebClient:
     ) -> None:
         self._settings = settings
         self._http = Exchanges(session, delete_session or session, settings.http_timeout_seconds)
+        self._orthanc = OrthancRest(self._http, settings.orthanc_url or "")
 
     @property
     def healthcare(self) -> bool:
@@ -91,10 +95,10 @@ class DicomWebClient:
         """Every instance of the series (QIDO-RS SearchForInstances), paged to the end, complete or
         SEARCH_INCOMPLETE; raises SourceGone when the store or study is not found."""
         url = f"{self.root(series)}/{series.dicomweb_path}/instances"
-        params = {"includefield": [_SOP_CLASS, _INSTANCE_NUMBER]}
+        params = {"includefield": [SOP_CLASS_TAG, INSTANCE_NUMBER_TAG]}
 
         def parse(item: object) -> tuple[str, Instance] | None:
-            instance = _instance_from_json(item, series)
+            instance = instance_from_json(item, series)
             return (instance.sop_uid, instance) if instance is not None else None
 
         return self._search_all(url, params, page_size, parse)
@@ -128,7 +132,7 @@ class DicomWebClient:
                 return None
             try:
                 found = SeriesRef(
-                    store, _first_value(item, _STUDY) or study_uid or "", _first_value(item, _SERIES)
+                    store, first_value(item, STUDY_TAG) or study_uid or "", first_value(item, SERIES_TAG)
                 )
             except (InvalidValue, TypeError):
                 return None
@@ -146,7 +150,7 @@ class DicomWebClient:
         found: list[SeriesRef] = []
         for item in self._search_page(url, {**params, "limit": str(limit), "offset": str(offset)}):
             try:
-                found.append(SeriesRef(store, _first_value(item, _STUDY), _first_value(item, _SERIES)))
+                found.append(SeriesRef(store, first_value(item, STUDY_TAG), first_value(item, SERIES_TAG)))
             except (InvalidValue, TypeError, AttributeError):
                 raise PermanentError(
                     Code.SEARCH_INCOMPLETE, "a series search result names no valid study and series"
@@ -281,7 +285,7 @@ class DicomWebClient:
         boundary = uuid.uuid4().hex
         head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
         tail = f"\r\n--{boundary}--\r\n".encode("ascii")
-        body = _SizedBody(head, chunks, size, tail)
+        body = SizedBody(head, chunks, size, tail)
         headers = {
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
             "Accept": "application/dicom+json",
@@ -347,7 +351,8 @@ class DicomWebClient:
         """DELETE the series. Returns its operation on the Healthcare API; None where the server answered
         synchronously; raises SourceGone when it is absent."""
         if self._settings.dicomweb_delete == "orthanc":
-            self._delete_in_orthanc(series)
+            self.root(series)  # the same refusal of Healthcare paths as every other request
+            self._orthanc.delete_series(series)
             return None
         url = f"{self.root(series)}/{series.dicomweb_path}"
         with self._http.request("DELETE", url, delete=True, not_supported=True) as response:
@@ -362,7 +367,8 @@ class DicomWebClient:
         """DELETE one instance (synchronous on the Healthcare API). True when this call deleted it, False
         when it was already absent, so a retry after a lost answer is safe and says so."""
         if self._settings.dicomweb_delete == "orthanc":
-            return self._delete_instance_in_orthanc(series, sop_uid)
+            self.root(series)  # the same refusal of Healthcare paths as every other request
+            return self._orthanc.delete_instance(series, sop_uid)
         url = f"{self.root(series)}/{series.dicomweb_path}/instances/{sop_uid}"
         try:
             with self._http.request("DELETE", url, delete=True, not_supported=True) as response:
@@ -370,56 +376,6 @@ class DicomWebClient:
         except SourceGone:
             return False
         return True
-
-    def _orthanc_series_ids(self, series: SeriesRef) -> set[str]:
-        """Orthanc's ids of the series whose study is the request's (one series UID is several Orthanc
-        series when its instances name several patients)."""
-        self.root(series)  # the same refusal of Healthcare paths as every other request
-        ids = set()
-        for orthanc_id in self._orthanc_lookup(series.series_uid, "Series"):
-            with self._http.request("GET", f"{self._orthanc_url}/series/{orthanc_id}/study") as response:
-                tags = json_body(response, "Orthanc's study", dict).get("MainDicomTags")
-            if isinstance(tags, dict) and tags.get("StudyInstanceUID") == series.study_uid:
-                ids.add(orthanc_id)
-        return ids
-
-    def _orthanc_lookup(self, uid: str, kind: str) -> list[str]:
-        with self._http.request("POST", f"{self._orthanc_url}/tools/lookup", data=uid) as response:
-            body = read_whole(response)
-        matches = parse_json(body, "Orthanc's lookup", list) if body.strip() else []
-        ids = [m.get("ID") for m in matches if isinstance(m, dict) and m.get("Type") == kind]
-        if not all(isinstance(i, str) and re.fullmatch(r"[0-9a-f-]{8,64}", i) for i in ids):
-            raise RetryableError("Orthanc returned an unusable id")
-        return [str(i) for i in ids]
-
-    @property
-    def _orthanc_url(self) -> str:
-        return self._settings.orthanc_url or ""
-
-    def _delete_in_orthanc(self, series: SeriesRef) -> None:
-        """Orthanc has no DICOMweb DELETE: find the series' Orthanc ids and delete them."""
-        ids = self._orthanc_series_ids(series)
-        if not ids:
-            raise SourceGone()
-        for orthanc_id in sorted(ids):
-            with self._http.request("DELETE", f"{self._orthanc_url}/series/{orthanc_id}", delete=True):
-                pass
-
-    def _delete_instance_in_orthanc(self, series: SeriesRef, sop_uid: str) -> bool:
-        """Delete one instance through Orthanc's REST API, only where it belongs to the request's series."""
-        series_ids = self._orthanc_series_ids(series)
-        deleted = False
-        for orthanc_id in self._orthanc_lookup(sop_uid, "Instance"):
-            with self._http.request("GET", f"{self._orthanc_url}/instances/{orthanc_id}") as response:
-                parent = json_body(response, "Orthanc's instance", dict).get("ParentSeries")
-            if parent not in series_ids:
-                continue
-            try:
-                with self._http.request("DELETE", f"{self._orthanc_url}/instances/{orthanc_id}", delete=True):
-                    deleted = True
-            except SourceGone:
-                continue
-        return deleted
 
     def get_operation(self, name: str, store: DicomStore) -> Operation:
         """Poll a long-running operation of the store's dataset: Healthcare API only, its own session."""
@@ -437,82 +393,6 @@ def check_operation_name(name: str, store: DicomStore) -> None:
         raise PermanentError(
             Code.SOURCE_INVALID_RESPONSE, "the operation is not one of the series' dataset; it was not polled"
         )
-
-
-class _SizedBody:
-    """A request body of known length: `head`, exactly `size` bytes of `chunks`, then `tail`.
-
-    requests sends an iterable with a length with that Content-Length, chunk by chunk as it is read
-    (never held whole). A stream of the wrong length raises before the tail: the request breaks off."""
-
-    def __init__(self, head: bytes, chunks: Iterator[bytes], size: int, tail: bytes) -> None:
-        self._head, self._chunks, self._size, self._tail = head, chunks, size, tail
-
-    def __len__(self) -> int:
-        return len(self._head) + self._size + len(self._tail)
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self._head
-        sent = 0
-        for chunk in self._chunks:
-            sent += len(chunk)
-            if sent > self._size:
-                raise RetryableError(f"the instance holds more than its {self._size} bytes")
-            if chunk:
-                yield chunk
-        if sent != self._size:
-            raise RetryableError(f"the instance ended after {sent} of its {self._size} bytes")
-        yield self._tail
-
-
-def stow_outcome(status: int, answer: bytes, sop_uid: str, *, healthcare: bool) -> Stow:
-    """What a STOW-RS answer (200, 202 or 409; DICOM JSON) says of the one instance it was sent."""
-    referenced: set[str] = set()
-    failed: dict[str, int | None] = {}
-    try:
-        body = json.loads(answer) if answer.strip() else {}
-    except (ValueError, RecursionError):
-        body = None  # checked below: a 200 without a readable answer is taken as stored, then verified
-    if isinstance(body, dict):
-        for item in _sequence(body, _REFERENCED_SOPS):
-            uid = _first_value(item, _REFERENCED_SOP_INSTANCE)
-            if isinstance(uid, str):
-                referenced.add(uid)
-        for item in _sequence(body, _FAILED_SOPS):
-            uid = _first_value(item, _REFERENCED_SOP_INSTANCE)
-            reason = _first_value(item, _FAILURE_REASON)
-            failed[uid if isinstance(uid, str) else ""] = (
-                reason if isinstance(reason, int) and not isinstance(reason, bool) else None
-            )
-    if sop_uid in referenced:
-        return Stow.STORED
-    reason = failed.get(sop_uid, failed.get("") if len(failed) == 1 else None)
-    if reason == DUPLICATE_SOP:
-        return Stow.PRESENT
-    shown = f"0x{reason:04X}" if reason is not None else "none given"
-    if failed or status == 409:
-        if reason in TRANSIENT_REASONS or (status == 409 and healthcare and reason is None):
-            raise RetryableError(
-                f"STOW-RS of instance {sop_uid} answered {status} (failure reason {shown}); the series may"
-                " be being deleted"
-            )
-        raise PermanentError(
-            Code.SOURCE_REFUSED,
-            f"the DICOMweb server refused to store instance {sop_uid} ({status}, failure reason {shown})",
-            {"sopInstanceUID": sop_uid, "status": status, "failureReason": reason},
-        )
-    if referenced:
-        raise PermanentError(
-            Code.SOURCE_INVALID_RESPONSE,
-            f"the STOW-RS answer for instance {sop_uid} names other instances only",
-        )
-    return Stow.STORED  # 200 without a list: the read-back that follows checks it
-
-
-def _sequence(body: dict[str, Any], tag: str) -> list[dict[str, Any]]:
-    element = body.get(tag)
-    values = element.get("Value") if isinstance(element, dict) else None
-    return [item for item in values if isinstance(item, dict)] if isinstance(values, list) else []
 
 
 class StreamedPart:
@@ -541,51 +421,8 @@ def _translate_stream(parts: Iterator[Part]) -> Iterator[StreamedPart]:
         raise RetryableError(f"the retrieve response broke off: {type(error).__name__}") from None
 
 
-def _first_value(item: dict[str, Any], tag: str) -> Any:
-    element = item.get(tag)
-    if not isinstance(element, dict):
-        return None
-    values = element.get("Value")
-    if not isinstance(values, list) or not values:
-        return None
-    return values[0]
-
-
-def _instance_from_json(item: object, series: SeriesRef) -> Instance | None:
-    """One QIDO result. Results of another series are skipped (a server that ignores the path); a result
-    of this series without a usable SOP Instance UID stops the request: skipping it would leave it out
-    of the copy, and an archive would then delete it uncopied."""
-    if not isinstance(item, dict):
-        raise _unusable_result()
-    series_uid = _first_value(item, _SERIES) or series.series_uid
-    study_uid = _first_value(item, _STUDY) or series.study_uid
-    if series_uid != series.series_uid or study_uid != series.study_uid:
-        return None
-    sop_uid = _first_value(item, _SOP_INSTANCE)
-    sop_class = _first_value(item, _SOP_CLASS)
-    number = _first_value(item, _INSTANCE_NUMBER)
-    try:
-        number = int(number) if number is not None else None
-    except (TypeError, ValueError, OverflowError):
-        number = None
-    if not is_uid(sop_class):
-        sop_class = None  # it goes into events and object metadata: a UID or nothing
-    try:
-        return Instance(study_uid, series_uid, sop_uid, sop_class, number)
-    except (InvalidValue, TypeError):
-        raise _unusable_result() from None
-
-
 def _tier_not_supported() -> PermanentError:
     return PermanentError(
         Code.TIER_NOT_SUPPORTED,
         "storage classes inside a store are the Healthcare API's; this worker serves DICOMWEB_URL",
-    )
-
-
-def _unusable_result() -> PermanentError:
-    return PermanentError(
-        Code.UNSUPPORTED_INSTANCE,
-        "the series holds an instance without a valid SOP Instance UID (digits and dots, at most 64"
-        " characters); it cannot be copied safely, so nothing was copied or deleted",
     )

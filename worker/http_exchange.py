@@ -227,3 +227,29 @@ def translate_chunks(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield from chunks
     except requests.RequestException as error:
         raise RetryableError(f"the response broke off: {type(error).__name__}") from None
+
+
+class SizedBody:
+    """A request body of known length: `head`, exactly `size` bytes of `chunks`, then `tail`.
+
+    requests sends an iterable with a length with that Content-Length, chunk by chunk as it is read
+    (never held whole). A stream of the wrong length raises before the tail: the request breaks off."""
+
+    def __init__(self, head: bytes, chunks: Iterator[bytes], size: int, tail: bytes) -> None:
+        self._head, self._chunks, self._size, self._tail = head, chunks, size, tail
+
+    def __len__(self) -> int:
+        return len(self._head) + self._size + len(self._tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._head
+        sent = 0
+        for chunk in self._chunks:
+            sent += len(chunk)
+            if sent > self._size:
+                raise RetryableError(f"the instance holds more than its {self._size} bytes")
+            if chunk:
+                yield chunk
+        if sent != self._size:
+            raise RetryableError(f"the instance ended after {sent} of its {self._size} bytes")
+        yield self._tail

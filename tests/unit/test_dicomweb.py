@@ -20,7 +20,8 @@ import requests
 import urllib3.util.retry
 
 from tests.unit.fakes import DATASET, LOCATION, PROJECT, SERIES, SOP, STORE, STUDY
-from worker.dicomweb import DicomWebClient, accept_header, stow_outcome
+from worker.dicom_json import stow_outcome
+from worker.dicomweb import DicomWebClient, accept_header
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
 from worker.http_exchange import build_session
 from worker.models import DicomStore, Instance, Operation, SeriesRef, Stow

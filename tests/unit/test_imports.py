@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
         "retries",
         "enumeration",
     },
-    {"dicomweb", "http_exchange", "storage", "pubsub"},
+    {"dicomweb", "http_exchange", "dicom_json", "orthanc", "storage", "pubsub"},
     {"job"},
     {"search", "retrieve", "delete", "archive", "verify", "restore", "operations", "tier", "sweep"},
     {"delivery"},

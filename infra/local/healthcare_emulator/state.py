@@ -303,32 +303,47 @@ class EmulatorState:
     def start_import(self, store: Store, source: GcsPattern) -> Operation:
         """Start ``dicomStores.import`` of the objects ``source`` matches; the operation is done once every
         object is read and at least the operation delay after its start."""
+        storage = self._storage_for("import")
+        op, not_before = self._start_store_operation(store, IMPORT_METHOD, IMPORT_RESPONSE_TYPE, None, None)
+        threading.Thread(
+            target=self._run_import,
+            args=(op, store, source, storage, not_before),
+            name=f"import-{op.id}",
+            daemon=True,
+        ).start()
+        return op
+
+    def _storage_for(self, what: str) -> GcsReader:
         if self.storage is None:
-            raise ApiError(501, "the emulator was started without --storage-url: it cannot import")
+            raise ApiError(501, f"the emulator was started without --storage-url: it cannot {what}")
+        return self.storage
+
+    def _start_store_operation(
+        self,
+        store: Store,
+        method: str,
+        response_type: str,
+        fail_with: JsonDict | None,
+        delay: float | None,
+    ) -> tuple[Operation, float]:
+        """A new operation of the store's dataset, and when it may be done at the earliest (its delay)."""
         with self.lock:
             if self.stores.get(store.name) is not store:
                 raise ApiError(404, f"DICOM store {store.name} not found")
             op = Operation(
                 id=str(next(self._op_ids)),
                 dataset=store.dataset,
-                method=IMPORT_METHOD,
+                method=method,
                 store=store.name,
                 study=None,
                 series=None,
                 create_time=now_rfc3339(),
-                fail_with=None,
-                response={"@type": IMPORT_RESPONSE_TYPE},
+                fail_with=fail_with,
+                response={"@type": response_type},
             )
             self.operations[op.id] = op
-            not_before = time.monotonic() + self.config.operation_delay
-        worker = threading.Thread(
-            target=self._run_import,
-            args=(op, store, source, self.storage, not_before),
-            name=f"import-{op.id}",
-            daemon=True,
-        )
-        worker.start()
-        return op
+            not_before = time.monotonic() + (self.config.operation_delay if delay is None else delay)
+        return op, not_before
 
     def _run_import(
         self, op: Operation, store: Store, source: GcsPattern, storage: GcsReader, not_before: float
@@ -389,33 +404,16 @@ class EmulatorState:
         """Start ``dicomStores.setBlobStorageSettings``: the filter file is read from Cloud Storage, and
         the operation's delay after its start the class is set on every instance it names (``fail_with``:
         the operation ends with that error and changes nothing)."""
-        if self.storage is None:
-            raise ApiError(
-                501, "the emulator was started without --storage-url: it cannot read a filter file"
-            )
-        with self.lock:
-            if self.stores.get(store.name) is not store:
-                raise ApiError(404, f"DICOM store {store.name} not found")
-            op = Operation(
-                id=str(next(self._op_ids)),
-                dataset=store.dataset,
-                method=SET_BLOB_STORAGE_METHOD,
-                store=store.name,
-                study=None,
-                series=None,
-                create_time=now_rfc3339(),
-                fail_with=fail_with,
-                response={"@type": SET_BLOB_STORAGE_RESPONSE_TYPE},
-            )
-            self.operations[op.id] = op
-            not_before = time.monotonic() + (self.config.operation_delay if delay is None else delay)
-        worker = threading.Thread(
+        storage = self._storage_for("read a filter file")
+        op, not_before = self._start_store_operation(
+            store, SET_BLOB_STORAGE_METHOD, SET_BLOB_STORAGE_RESPONSE_TYPE, fail_with, delay
+        )
+        threading.Thread(
             target=self._run_set_blob_storage,
-            args=(op, store, request, self.storage, not_before),
+            args=(op, store, request, storage, not_before),
             name=f"blob-storage-{op.id}",
             daemon=True,
-        )
-        worker.start()
+        ).start()
         return op
 
     def _run_set_blob_storage(
