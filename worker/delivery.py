@@ -16,16 +16,9 @@ from worker.events import CompletionEvent
 from worker.job import ActionFunction, HandedOn, Job, Outcome, SweepFunction, SweepJob
 from worker.logs import request_id_var
 from worker.ports import Ports
-from worker.request import (
-    Action,
-    Message,
-    SeriesRequest,
-    SweepRequest,
-    parse_message,
-    request_id_of,
-    store_allowed,
-)
+from worker.request import Action, Message, SeriesRequest, request_id_of, store_allowed
 from worker.settings import Settings
+from worker.sweep_request import SweepRequest, parse_message
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from worker.continuation import SIGNATURE_FIELD
 from worker.errors import Code, PermanentError, RetryableError
 from worker.models import GcsLocation
 from worker.ports import DicomWebSource, EventPublisher, ObjectStore, Ports
-from worker.request import SeriesRequest, SweepRequest
+from worker.request import SeriesRequest
 from worker.settings import Settings
+from worker.sweep_request import SweepRequest
 
 log = logging.getLogger(__name__)
 

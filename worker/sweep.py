@@ -3,7 +3,7 @@
 The store is listed by worker.enumeration (partitioned past the server's paging limits, in date order),
 the same listing as the CLI's `fan-out` of a store. Each page's requests are published together through
 the publisher's batching client and waited on before the next page; a child's requestId is derived from
-the sweep's and the series (worker.request.child_request_id), the same on every delivery.
+the sweep's and the series (worker.sweep_request.child_request_id), the same on every delivery.
 
 Near the deadline the sweep hands itself on with its cursor (where the listing stands) and the count
 published so far, in a signed follow-up. A redelivered sweep (a delivery that failed or was killed)

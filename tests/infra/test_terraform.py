@@ -795,7 +795,7 @@ def test_a_scheduled_sweep_carries_no_follow_up_field_and_no_request_id(module: 
 def test_a_scheduled_sweep_request_parses_unsigned() -> None:
     """The body the module's local builds (nulls left out) is a sweep the worker accepts without keys."""
     from worker.request import Message as WorkerMessage
-    from worker.request import SweepRequest, parse_message
+    from worker.sweep_request import SweepRequest, parse_message
 
     store = "projects/my-project/locations/europe-west4/datasets/d/dicomStores/s"
     body = {

@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
         "pool",
         "ports",
         "request",
+        "sweep_request",
         "events",
         "manifest",
         "media_type",

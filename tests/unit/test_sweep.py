@@ -28,15 +28,9 @@ from worker.enumeration import Cursor, Enumeration, Partition, SearchLimits, dat
 from worker.errors import Code, InvalidValue, PermanentError, RetryableError
 from worker.models import DicomStore, SeriesRef
 from worker.pubsub import Publisher
-from worker.request import (
-    Action,
-    Message,
-    SweepRequest,
-    child_request_id,
-    parse_message,
-    parse_request,
-)
+from worker.request import Action, Message, parse_request
 from worker.sweep import sweep
+from worker.sweep_request import SweepRequest, child_request_id, parse_message
 from worker.wiring import actions
 
 ARCHIVE_THEN = {"action": "archive", "destination": "gs://my-bucket/archive", "options": {"mode": "series"}}
