@@ -20,6 +20,7 @@ from tests.schemas import assert_valid_event, assert_valid_request
 from worker.continuation import KeyRing
 from worker.errors import Code, ObjectExists, PermanentError, RetryableError, SourceGone, WorkerError
 from worker.job import Job
+from worker.layout import SeriesFolder
 from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject, Stow
 from worker.ports import DicomWebSource, EventPublisher, ObjectStore, Ports
 from worker.pubsub import Publisher
@@ -659,6 +660,10 @@ class Fakes:
         """A job on the fakes' series, `remaining` seconds before its deadline by the fakes' clock."""
         request = SeriesRequest(action, self.source.series, request_id, **fields)
         return Job(request, settings, self.ports, self.clock() + remaining, clock=self.clock)
+
+    def folder(self) -> SeriesFolder:
+        """The fakes' series folder under DESTINATION."""
+        return SeriesFolder(DESTINATION, self.source.series)
 
     def follow_up(self, job: Job, *, remaining: float = 60.0) -> Job:
         """The job of the last request handed on to REQUEST_TOPIC, parsed as the worker would."""

@@ -10,11 +10,10 @@ from dataclasses import replace
 import pytest
 
 import worker.search
-from tests.unit.fakes import ACTION_SETTINGS, BUCKET, DESTINATION, REQUEST_TOPIC, Fakes, FakeSource, sop
+from tests.unit.fakes import ACTION_SETTINGS, BUCKET, REQUEST_TOPIC, Fakes, FakeSource, sop
 from worker.archive import archive
 from worker.errors import Code, PermanentError
 from worker.job import HandedOn
-from worker.layout import SeriesFolder
 from worker.models import DicomStore, GcsLocation, SeriesRef, StoredObject
 from worker.request import Action
 from worker.retrieve import copy_series
@@ -28,14 +27,10 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
     assert made.source.calls["delete_series"] == 0  # archive never deletes a series
 
 
-def folder(fakes: Fakes) -> SeriesFolder:
-    return SeriesFolder(DESTINATION, fakes.source.series)
-
-
 def assert_every_deleted_instance_has_its_copy(fakes: Fakes, originals: dict[str, bytes]) -> None:
     for uid, data in originals.items():
         if uid not in fakes.source.uids():
-            assert fakes.bucket.data(BUCKET, folder(fakes).instance(uid)) == data, uid
+            assert fakes.bucket.data(BUCKET, fakes.folder().instance(uid)) == data, uid
 
 
 def test_archive_copies_checks_and_deletes_each_instance(fakes: Fakes) -> None:
@@ -46,8 +41,8 @@ def test_archive_copies_checks_and_deletes_each_instance(fakes: Fakes) -> None:
     assert result == {
         "instanceCount": 3,
         "bytes": sum(len(data) for data in originals.values()),
-        "destination": folder(fakes).uri,
-        "manifestUri": f"gs://{BUCKET}/{folder(fakes).record('manifest.json')}",
+        "destination": fakes.folder().uri,
+        "manifestUri": f"gs://{BUCKET}/{fakes.folder().record('manifest.json')}",
         "uploadedCount": 3,
         "skippedCount": 0,
         "verified": True,
@@ -61,7 +56,7 @@ def test_archive_copies_checks_and_deletes_each_instance(fakes: Fakes) -> None:
         originals
     )
     assert_every_deleted_instance_has_its_copy(fakes, originals)
-    manifest = json.loads(fakes.bucket.data(BUCKET, folder(fakes).record("manifest.json")))
+    manifest = json.loads(fakes.bucket.data(BUCKET, fakes.folder().record("manifest.json")))
     assert [item["sopInstanceUID"] for item in manifest["instances"]] == sorted(originals)
 
 
@@ -110,7 +105,7 @@ def test_instances_that_keep_arriving_are_series_not_empty_and_never_deleted_unc
 
 def test_an_object_that_differs_from_the_source_is_verification_failed(fakes: Fakes) -> None:
     fakes.source.add_series(3)
-    fakes.bucket.put(BUCKET, folder(fakes).instance(sop(2)), b"other bytes")
+    fakes.bucket.put(BUCKET, fakes.folder().instance(sop(2)), b"other bytes")
 
     with pytest.raises(PermanentError) as error:
         archive(fakes.job(Action.ARCHIVE))
@@ -133,7 +128,7 @@ class ChangingBucket:
     def list(self, location: GcsLocation) -> Iterator[StoredObject]:
         self.listings += 1
         if self.listings == 2:
-            name = folder(self.fakes).instance(sop(1))
+            name = self.fakes.folder().instance(sop(1))
             if self.change == "remove":
                 self.fakes.bucket.remove(BUCKET, name)
             else:
@@ -184,7 +179,7 @@ def test_a_redelivery_after_the_archive_reports_the_manifest_it_finds(fakes: Fak
     assert again == {
         "instanceCount": 3,
         "bytes": sum(len(data) for data in originals.values()),
-        "destination": folder(fakes).uri,
+        "destination": fakes.folder().uri,
         "manifestUri": first["manifestUri"],
         "alreadyAbsent": True,
     }
@@ -218,7 +213,7 @@ def test_a_manifest_of_the_same_series_in_another_store_is_not_taken_for_an_arch
 
 
 def test_a_series_without_instances_or_manifest_is_series_not_found(fakes: Fakes) -> None:
-    fakes.bucket.put(BUCKET, folder(fakes).record("manifest.json"), b"not json")
+    fakes.bucket.put(BUCKET, fakes.folder().record("manifest.json"), b"not json")
 
     with pytest.raises(PermanentError) as error:
         archive(fakes.job(Action.ARCHIVE))

@@ -24,7 +24,6 @@ from tests.unit.fakes import (
 from worker.delivery import Worker
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
 from worker.job import HandedOn
-from worker.layout import SeriesFolder
 from worker.models import Instance, SeriesRef
 from worker.request import Action, RestoreMethod, RetrieveOptions
 from worker.restore import restore
@@ -41,10 +40,6 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
     monkeypatch.setattr(worker.restore, "time", made.clock)
     yield made
     assert made.source.calls["delete_instance"] + made.source.calls["delete_series"] == 0
-
-
-def folder(fakes: Fakes) -> SeriesFolder:
-    return SeriesFolder(DESTINATION, fakes.source.series)
 
 
 def archived(fakes: Fakes, count: int) -> dict[str, bytes]:
@@ -78,8 +73,8 @@ def test_restore_stores_every_archived_instance_and_proves_the_round_trip(fakes:
         "skippedCount": 0,
         "bytes": sum(len(data) for data in originals.values()),
         "verified": True,
-        "destination": folder(fakes).uri,
-        "manifestUri": f"gs://{BUCKET}/{folder(fakes).record('manifest.json')}",
+        "destination": fakes.folder().uri,
+        "manifestUri": f"gs://{BUCKET}/{fakes.folder().record('manifest.json')}",
     }
     assert store_bytes(fakes) == originals
     assert sorted(fakes.source.stored) == sorted(originals)
@@ -119,7 +114,7 @@ def test_an_instance_in_the_store_with_other_bytes_is_a_conflict_and_never_overw
 
     assert error.value.code is Code.RESTORE_CONFLICT
     assert error.value.details["sopInstanceUID"] == sop(2)
-    assert error.value.details["object"] == f"gs://{BUCKET}/{folder(fakes).instance(sop(2))}"
+    assert error.value.details["object"] == f"gs://{BUCKET}/{fakes.folder().instance(sop(2))}"
     assert store_bytes(fakes)[sop(2)] == b"other bytes"
 
 
@@ -162,8 +157,8 @@ def test_without_a_manifest_the_folders_dcm_objects_are_restored(fakes: Fakes) -
     bodies = {sop(n): fakes.source.add(sop(n), number=n) for n in (1, 2)}
     fakes.source.instances.clear()
     for uid, body in bodies.items():
-        fakes.bucket.put(BUCKET, folder(fakes).instance(uid), body)
-    fakes.bucket.put(BUCKET, folder(fakes).record("notes.txt"), b"not an instance")
+        fakes.bucket.put(BUCKET, fakes.folder().instance(uid), body)
+    fakes.bucket.put(BUCKET, fakes.folder().record("notes.txt"), b"not an instance")
 
     result = run(fakes)
 
@@ -175,7 +170,7 @@ def test_without_a_manifest_the_folders_dcm_objects_are_restored(fakes: Fakes) -
 @pytest.mark.parametrize("damage", ["object_differs", "object_missing"])
 def test_an_archive_that_does_not_match_its_manifest_restores_nothing(fakes: Fakes, damage: str) -> None:
     archived(fakes, 3)
-    name = folder(fakes).instance(sop(2))
+    name = fakes.folder().instance(sop(2))
     if damage == "object_differs":
         fakes.bucket.replace(BUCKET, name, b"changed")
     else:
@@ -311,7 +306,7 @@ def test_instances_stream_from_the_bucket_in_chunks(fakes: Fakes, monkeypatch: p
 def test_an_object_that_holds_another_instance_is_never_stored_as_this_one(fakes: Fakes) -> None:
     body = fakes.source.add(sop(2))
     fakes.source.instances.clear()
-    fakes.bucket.put(BUCKET, folder(fakes).instance(sop(1)), body)  # no manifest: the object is the entry
+    fakes.bucket.put(BUCKET, fakes.folder().instance(sop(1)), body)  # no manifest: the object is the entry
 
     with pytest.raises(PermanentError) as error:
         run(fakes)
@@ -391,7 +386,7 @@ def run_import(fakes: Fakes) -> object:
 
 def importing(fakes: Fakes, originals: dict[str, bytes]) -> None:
     """The fake store imports the archived instances when asked for the series folder's .dcm objects."""
-    pattern = folder(fakes).destination.uri(f"{folder(fakes).name}/*.dcm")
+    pattern = fakes.folder().destination.uri(f"{fakes.folder().name}/*.dcm")
     fakes.source.importable = lambda uri: dict(originals) if uri == pattern else {}
 
 
@@ -406,7 +401,7 @@ def test_restore_by_import_imports_the_series_folder_and_proves_the_round_trip(f
     assert result["operation"].startswith("projects/")
     assert (result["instanceCount"], result["restoredCount"], result["skippedCount"]) == (3, 3, 0)
     assert result["verified"] is True
-    assert fakes.source.imports == [folder(fakes).destination.uri(f"{folder(fakes).name}/*.dcm")]
+    assert fakes.source.imports == [fakes.folder().destination.uri(f"{fakes.folder().name}/*.dcm")]
     assert fakes.source.calls["store_instance"] == 0  # no STOW: the import stored them
     assert fakes.source.calls["retrieve_instance"] == 3  # each imported instance read back
     assert store_bytes(fakes) == originals

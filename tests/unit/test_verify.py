@@ -21,7 +21,6 @@ from tests.unit.fakes import (
 from worker.delivery import Worker
 from worker.errors import Code, PermanentError
 from worker.job import HandedOn
-from worker.layout import SeriesFolder
 from worker.request import Action
 from worker.retrieve import copy_series
 from worker.verify import verify
@@ -37,10 +36,6 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
     assert made.bucket.uploads == []
     assert made.source.stored == []
     assert made.source.calls["delete_instance"] + made.source.calls["delete_series"] == 0
-
-
-def folder(fakes: Fakes) -> SeriesFolder:
-    return SeriesFolder(DESTINATION, fakes.source.series)
 
 
 def archived(fakes: Fakes, count: int) -> dict[str, bytes]:
@@ -76,8 +71,8 @@ def test_an_archive_that_matches_the_store_is_verified(fakes: Fakes) -> None:
         "instanceCount": 3,
         "bytes": sum(len(data) for data in originals.values()),
         "verified": True,
-        "destination": folder(fakes).uri,
-        "manifestUri": f"gs://{BUCKET}/{folder(fakes).record('manifest.json')}",
+        "destination": fakes.folder().uri,
+        "manifestUri": f"gs://{BUCKET}/{fakes.folder().record('manifest.json')}",
         "checkedAgainst": "store",
     }
     assert fakes.source.calls["retrieve_instance"] == 3  # every instance read from the store now
@@ -85,8 +80,8 @@ def test_an_archive_that_matches_the_store_is_verified(fakes: Fakes) -> None:
 
 def test_a_changed_object_a_missing_one_and_an_extra_instance_are_each_named(fakes: Fakes) -> None:
     archived(fakes, 3)
-    fakes.bucket.replace(BUCKET, folder(fakes).instance(sop(1)), b"changed")
-    fakes.bucket.remove(BUCKET, folder(fakes).instance(sop(2)))
+    fakes.bucket.replace(BUCKET, fakes.folder().instance(sop(1)), b"changed")
+    fakes.bucket.remove(BUCKET, fakes.folder().instance(sop(2)))
     fakes.source.add(sop(4), number=4)
 
     assert differences(fakes) == [
@@ -113,7 +108,7 @@ def test_an_instance_in_the_store_that_changed_since_the_archive_differs(fakes: 
 def test_an_object_that_disagrees_with_its_manifest_entry_differs(fakes: Fakes) -> None:
     archived(fakes, 2)
     # the object and the store agree with each other, but not with what the manifest recorded
-    name = folder(fakes).instance(sop(1))
+    name = fakes.folder().instance(sop(1))
     fakes.bucket.replace(BUCKET, name, b"same in both")
     fakes.source.add(sop(1), b"same in both")
 
@@ -123,7 +118,7 @@ def test_an_object_that_disagrees_with_its_manifest_entry_differs(fakes: Fakes) 
 def test_without_a_manifest_the_store_is_compared_with_the_objects(fakes: Fakes) -> None:
     bodies = {sop(n): fakes.source.add(sop(n), number=n) for n in (1, 2)}
     for uid, body in bodies.items():
-        fakes.bucket.put(BUCKET, folder(fakes).instance(uid), body)
+        fakes.bucket.put(BUCKET, fakes.folder().instance(uid), body)
 
     result = run(fakes)
 
@@ -149,8 +144,8 @@ def test_when_the_store_no_longer_has_the_series_the_manifest_is_checked(fakes: 
 def test_against_the_manifest_a_changed_and_a_missing_object_are_named(fakes: Fakes) -> None:
     archived(fakes, 3)
     fakes.source.instances.clear()
-    fakes.bucket.replace(BUCKET, folder(fakes).instance(sop(3)), b"changed")
-    fakes.bucket.remove(BUCKET, folder(fakes).instance(sop(1)))
+    fakes.bucket.replace(BUCKET, fakes.folder().instance(sop(3)), b"changed")
+    fakes.bucket.remove(BUCKET, fakes.folder().instance(sop(1)))
 
     assert differences(fakes) == [
         {"sopInstanceUID": sop(1), "problem": "object_missing"},
@@ -159,7 +154,7 @@ def test_against_the_manifest_a_changed_and_a_missing_object_are_named(fakes: Fa
 
 
 def test_objects_without_a_manifest_or_a_store_series_are_never_claimed_verified(fakes: Fakes) -> None:
-    fakes.bucket.put(BUCKET, folder(fakes).instance(sop(1)), b"an object")
+    fakes.bucket.put(BUCKET, fakes.folder().instance(sop(1)), b"an object")
 
     assert differences(fakes) == []
 
@@ -182,7 +177,7 @@ def test_at_the_deadline_verify_is_handed_on(fakes: Fakes) -> None:
 
 def test_the_verify_event_through_the_worker(fakes: Fakes) -> None:
     archived(fakes, 2)
-    fakes.bucket.remove(BUCKET, folder(fakes).instance(sop(2)))
+    fakes.bucket.remove(BUCKET, fakes.folder().instance(sop(2)))
     body = {"action": "verify", "series": SERIES_PATH, "destination": DESTINATION.uri()}
 
     event = Worker(ACTION_SETTINGS, fakes.ports, actions()).handle(message(body))
