@@ -170,6 +170,41 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
   member       = local.pubsub_service_agent
 }
 
+# --- Audit trail: the BigQuery subscription (audit.tf) ------------------------------
+
+# The Pub/Sub service agent writes the rows: dataEditor on the audit table
+# alone (not the dataset, not the project), which is all a BigQuery
+# subscription needs (tables.get to check the schema, tables.updateData).
+resource "google_bigquery_table_iam_member" "audit_writer" {
+  count = local.audit_count
+
+  project    = var.project_id
+  dataset_id = google_bigquery_table.audit_events[0].dataset_id
+  table_id   = google_bigquery_table.audit_events[0].table_id
+  role       = "roles/bigquery.dataEditor"
+  member     = local.pubsub_service_agent
+}
+
+# Dead-lettering an event BigQuery refused: the same two grants as for the
+# push subscription, on the audit subscription and its own dead-letter topic.
+resource "google_pubsub_topic_iam_member" "audit_dead_letter_publisher" {
+  count = local.audit_count
+
+  project = var.project_id
+  topic   = google_pubsub_topic.audit_dead_letter[0].name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_service_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "audit_dead_letter_subscriber" {
+  count = local.audit_count
+
+  project      = var.project_id
+  subscription = google_pubsub_subscription.audit[0].name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
 # --- Optional: DICOM store notifications onto the request topic ---------------------
 
 # The Healthcare service agents of the stores' projects join the request
@@ -196,6 +231,22 @@ resource "google_kms_crypto_key_iam_member" "pubsub_agent" {
   member        = local.pubsub_service_agent
 
   depends_on = [google_project_service.apis]
+}
+
+# BigQuery encrypts the audit dataset with audit_kms_key_name through its own
+# service agent (bq-PROJECT_NUMBER@bigquery-encryption.iam.gserviceaccount.com).
+data "google_bigquery_default_service_account" "this" {
+  count = var.audit_enabled && var.audit_kms_key_name != null && var.grant_kms_to_service_agents ? 1 : 0
+
+  project = var.project_id
+}
+
+resource "google_kms_crypto_key_iam_member" "bigquery_agent" {
+  count = length(data.google_bigquery_default_service_account.this)
+
+  crypto_key_id = var.audit_kms_key_name
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = "serviceAccount:${data.google_bigquery_default_service_account.this[0].email}"
 }
 
 resource "google_kms_crypto_key_iam_member" "storage_agent" {

@@ -2,7 +2,8 @@
 # subscription with retries and a dead-letter topic.
 #
 # Files: main.tf (locals, APIs, service accounts), pubsub.tf, function.tf,
-# storage.tf, iam.tf, outputs.tf. Design notes in README.md.
+# storage.tf, iam.tf, secrets.tf, scheduler.tf, audit.tf, monitoring.tf,
+# outputs.tf. Design notes in README.md.
 
 data "google_project" "this" {
   project_id = var.project_id
@@ -63,6 +64,7 @@ locals {
     ],
     var.kms_key_name == null ? [] : ["cloudkms.googleapis.com"],
     length(var.sweep_rules) == 0 ? [] : ["cloudscheduler.googleapis.com"],
+    var.audit_enabled ? ["bigquery.googleapis.com"] : [],
   ))
 }
 

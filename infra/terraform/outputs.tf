@@ -67,3 +67,13 @@ output "source_archive_md5" {
   description = "MD5 of the deployed source zip (changes when main.py, requirements.txt or worker/ change)."
   value       = data.archive_file.source.output_md5
 }
+
+output "audit_table_id" {
+  description = "The audit table, PROJECT.DATASET.TABLE (one row per completion event); null when audit_enabled is false."
+  value       = var.audit_enabled ? "${google_bigquery_table.audit_events[0].project}.${google_bigquery_table.audit_events[0].dataset_id}.${google_bigquery_table.audit_events[0].table_id}" : null
+}
+
+output "audit_dead_letter_subscription_id" {
+  description = "Full id of the pull subscription holding completion events BigQuery refused; null when audit_enabled is false."
+  value       = var.audit_enabled ? google_pubsub_subscription.audit_dead_letter[0].id : null
+}

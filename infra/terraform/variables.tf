@@ -543,3 +543,52 @@ variable "grant_token_creator_to_pubsub_agent" {
   type        = bool
   default     = true
 }
+
+# ---------------------------------------------------------------------------
+# Audit trail (audit.tf)
+# ---------------------------------------------------------------------------
+
+variable "audit_enabled" {
+  description = "Write every completion event into a BigQuery table (dataset audit_dataset_id, table completion_events) through a BigQuery subscription on the completion topic, with its own dead-letter topic and pull subscription for events BigQuery refuses."
+  type        = bool
+  default     = true
+}
+
+variable "audit_dataset_id" {
+  description = "BigQuery dataset of the audit table. null = the name with '-' as '_', followed by _audit (dicom_series_worker_audit)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.audit_dataset_id == null ? true : can(regex("^[A-Za-z0-9_]{1,1024}$", var.audit_dataset_id))
+    error_message = "audit_dataset_id must be letters, digits and underscores only."
+  }
+}
+
+variable "audit_location" {
+  description = "BigQuery location of the audit dataset (a region such as europe-west4, or EU / US). null = region."
+  type        = string
+  default     = null
+}
+
+variable "audit_retention_days" {
+  description = "Days a partition (one day of events, by publish time) of the audit table is kept. null = kept for ever, as an audit trail usually must be."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.audit_retention_days == null ? true : var.audit_retention_days >= 1 && floor(var.audit_retention_days) == var.audit_retention_days
+    error_message = "audit_retention_days must be null or an integer >= 1."
+  }
+}
+
+variable "audit_kms_key_name" {
+  description = "Cloud KMS key encrypting the audit dataset and table (in the audit location; BigQuery's own service agent is granted it when grant_kms_to_service_agents). null = Google-managed keys."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.audit_kms_key_name == null ? true : can(regex("^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$", var.audit_kms_key_name))
+    error_message = "audit_kms_key_name must look like projects/P/locations/L/keyRings/R/cryptoKeys/K."
+  }
+}

@@ -41,6 +41,7 @@ ROLE_ALLOWLIST = frozenset(
         "roles/iam.serviceAccountTokenCreator",
         "roles/cloudkms.cryptoKeyEncrypterDecrypter",
         "roles/secretmanager.secretAccessor",
+        "roles/bigquery.dataEditor",
     }
 )
 
@@ -822,3 +823,68 @@ def test_sweep_rules_refuse_a_nested_sweep_and_bad_filters(module: Module) -> No
     assert "never sweep" in validations
     assert '"search", "retrieve", "delete", "archive", "restore", "verify", "tier"' in validations
     assert "filters.studyDate" in validations and "five-field cron" in validations
+
+
+# ---------------------------------------------------------------------------
+# Audit trail: a BigQuery subscription on the completion topic (audit.tf)
+# ---------------------------------------------------------------------------
+
+
+def test_the_audit_table_is_the_generated_schema_partitioned_and_protected(module: Module) -> None:
+    assert module.default("audit_enabled") is True
+    dataset = module.resource("google_bigquery_dataset", "audit")
+    assert dataset["count"] == "${local.audit_count}"
+    assert dataset["delete_contents_on_destroy"] is False
+    table = module.resource("google_bigquery_table", "audit_events")
+    assert table["count"] == "${local.audit_count}"
+    assert table["schema"] == '${file("${path.module}/audit_table_schema.json")}'
+    assert (MODULE_DIR / "audit_table_schema.json").is_file()
+    assert table["deletion_protection"] is True
+    partitioning = _block(table, "time_partitioning")
+    assert (partitioning["type"], partitioning["field"]) == ("DAY", "publish_time")
+    assert "var.audit_retention_days" in _refs(partitioning["expiration_ms"])
+    assert module.default("audit_retention_days") is None  # kept for ever unless the deployer says
+    assert "var.audit_enabled" in _refs(module.locals["audit_count"])
+    assert "bigquery.googleapis.com" in _refs(module.locals["apis"])
+
+
+def test_a_bigquery_subscription_writes_every_completion_event_into_the_table(module: Module) -> None:
+    subscription = module.resource("google_pubsub_subscription", "audit")
+    assert subscription["topic"] == "${google_pubsub_topic.completion.id}"
+    assert "push_config" not in subscription
+    config = _block(subscription, "bigquery_config")
+    assert "google_bigquery_table.audit_events[0].table_id" in config["table"]
+    assert config["use_table_schema"] is True  # the event's fields are the columns
+    assert config["write_metadata"] is True  # message_id, publish_time, attributes beside them
+    assert config["drop_unknown_fields"] is False  # never a truncated row: a misfit is dead-lettered
+    dead_letter = _block(subscription, "dead_letter_policy")
+    assert dead_letter["dead_letter_topic"] == "${google_pubsub_topic.audit_dead_letter[0].id}"
+    assert dead_letter["max_delivery_attempts"] == "${var.max_delivery_attempts}"
+    assert _block(subscription, "expiration_policy")["ttl"] == ""
+    pull = module.resource("google_pubsub_subscription", "audit_dead_letter")
+    assert pull["topic"] == "${google_pubsub_topic.audit_dead_letter[0].id}"
+    assert pull["message_retention_duration"] == "${var.dead_letter_retention}"
+    depends = _refs(subscription["depends_on"])
+    assert "google_bigquery_table_iam_member.audit_writer" in depends
+    assert "google_pubsub_topic_iam_member.audit_dead_letter_publisher" in depends
+
+
+def test_the_pubsub_agent_may_write_the_audit_table_only(module: Module) -> None:
+    bigquery = [(t, n, b) for t, n, b in _all_iam_members(module) if t.startswith("google_bigquery_")]
+    assert [(t, n) for t, n, _ in bigquery] == [("google_bigquery_table_iam_member", "audit_writer")]
+    (_, _, writer) = bigquery[0]
+    assert writer["role"] == "roles/bigquery.dataEditor"
+    assert writer["member"] == "${local.pubsub_service_agent}"
+    assert "google_bigquery_table.audit_events[0].table_id" in writer["table_id"]
+    publisher = module.resource("google_pubsub_topic_iam_member", "audit_dead_letter_publisher")
+    assert publisher["topic"] == "${google_pubsub_topic.audit_dead_letter[0].name}"
+    assert (publisher["role"], publisher["member"]) == (
+        "roles/pubsub.publisher",
+        "${local.pubsub_service_agent}",
+    )
+    subscriber = module.resource("google_pubsub_subscription_iam_member", "audit_dead_letter_subscriber")
+    assert subscriber["subscription"] == "${google_pubsub_subscription.audit[0].name}"
+    assert subscriber["role"] == "roles/pubsub.subscriber"
+    for _, _, body in _all_iam_members(module):  # nobody else is given anything on the audit resources
+        if "audit" in _refs(body.get("topic", "")) + _refs(body.get("subscription", "")):
+            assert body["member"] == "${local.pubsub_service_agent}"
