@@ -158,5 +158,5 @@ class Worker:
             log.warning("COMPLETION_TOPIC is not set: the completion event is only logged")
         else:
             self.ports.publisher.publish(topic, event.data(), event.attributes())
-        log.info("completion event", extra={"status": event.status, "action": event.action or ""})
+        log.info("completion event", extra=event.log_fields())
         return event

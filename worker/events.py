@@ -12,6 +12,7 @@ from worker.errors import PermanentError
 from worker.models import SeriesRef
 
 SCHEMA_VERSION = "1"
+_LOGGED_COUNTS = ("instanceCount", "bytes", "published")  # a sweep's requests published
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,18 @@ class CompletionEvent:
 
     def data(self) -> bytes:
         return json.dumps(self.as_json(), separators=(",", ":")).encode("utf-8")
+
+    def log_fields(self) -> dict[str, str | int]:
+        """The `completion event` log line's fields, which the log-based metrics count: status, action,
+        the error code and the counts (never a UID, an object name or a message)."""
+        fields: dict[str, str | int] = {"status": self.status, "action": self.action or ""}
+        if self.error is not None:
+            fields["errorCode"] = str(self.error.code)
+        for name in _LOGGED_COUNTS:
+            value = self.result.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                fields[name] = value
+        return fields
 
     def attributes(self) -> dict[str, str]:
         attributes = {"requestId": self.request_id, "status": self.status}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -119,6 +120,18 @@ def test_invalid_is_an_invalid_request_with_details() -> None:
 
 
 # -- success --------------------------------------------------------------------------------------
+
+
+def test_the_completion_event_log_line_carries_what_the_metrics_count(
+    publisher: FakePublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    action = FakeAction({"instanceCount": 3, "bytes": 300, "uploadedCount": 3})
+
+    with caplog.at_level(logging.INFO, logger="worker"):
+        make_worker(publisher, action).handle(search_message())
+
+    (line,) = [r for r in caplog.records if r.getMessage() == "completion event"]
+    assert (line.status, line.action, line.instanceCount, line.bytes) == ("succeeded", "search", 3, 300)  # type: ignore[attr-defined]
 
 
 def test_success_publishes_one_succeeded_event(publisher: FakePublisher) -> None:

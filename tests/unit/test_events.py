@@ -89,3 +89,27 @@ def test_data_is_compact_utf8_json() -> None:
     assert b" " not in data
     assert b"\n" not in data
     assert json.loads(data.decode("utf-8"))["requestId"] == "req-1"
+
+
+def test_log_fields_hold_the_counts_and_codes_the_metrics_read() -> None:
+    """The `completion event` log line is what the log-based metrics count (infra/terraform/monitoring.tf)."""
+    archived = CompletionEvent.succeeded(
+        "req-1",
+        "archive",
+        SERIES_REF,
+        {"instanceCount": 3, "bytes": 4096, "deleted": True, "manifestUri": "gs://b/m.json"},
+    )
+    swept = CompletionEvent.succeeded("req-2", "sweep", None, {"seriesCount": 5, "published": 5})
+    failed = CompletionEvent.failed(
+        "req-3", None, None, PermanentError(Code.INVALID_MESSAGE, "payload is not JSON", {"field": "x"})
+    )
+
+    assert archived.log_fields() == {
+        "status": "succeeded",
+        "action": "archive",
+        "instanceCount": 3,
+        "bytes": 4096,
+    }
+    assert swept.log_fields() == {"status": "succeeded", "action": "sweep", "published": 5}
+    # No message, no details, no UID: codes and counts only.
+    assert failed.log_fields() == {"status": "failed", "action": "", "errorCode": "invalid_message"}
