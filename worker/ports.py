@@ -91,6 +91,7 @@ class ObjectStore(Protocol):
         *,
         metadata: Mapping[str, str],
         content_type: str = ...,
+        size: int | None = ...,
     ) -> StoredObject: ...
 
     def write_json(self, bucket: str, name: str, body: Any) -> StoredObject: ...

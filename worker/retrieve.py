@@ -125,8 +125,13 @@ class SeriesCopy:
             transfer_syntax = identity.transfer_syntax_uid if is_uid(identity.transfer_syntax_uid) else None
         name = self.object_name(instance.sop_uid)
         try:
+            length = _content_length(headers)
             stored = self.job.storage.upload(
-                self.destination.bucket, name, chunks, metadata=self.metadata(instance, transfer_syntax)
+                self.destination.bucket,
+                name,
+                chunks,
+                metadata=self.metadata(instance, transfer_syntax),
+                size=length if length >= 0 else None,
             )
         except ObjectExists:
             existing = self.job.storage.stat(self.destination.bucket, name)

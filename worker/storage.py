@@ -7,16 +7,21 @@ own retry is safe; a JSON document that would change goes to the next numbered v
 
 Cloud Storage itself checks every upload's CRC32C, so a body corrupted on the way is refused and no object
 is created: an object of up to SMALL_OBJECT_BYTES goes in one multipart request whose object resource
-carries its CRC32C; a larger one streams as a resumable upload in RESUMABLE_CHUNK_BYTES chunks whose
-final request carries the CRC32C of the whole stream (`X-Goog-Hash`, computed as it streams). A refusal
-is retried (the source is read again). The library's own clean-up, which deletes an object whose CRC32C
-differs after a resumable upload, is disabled (`_CreateOnlyBlob`).
+carries its CRC32C. A larger one of known length (the part's Content-Length) is a resumable upload of
+two requests (`_StreamedUpload`): everything up to the last 256 KiB boundary in one PUT streamed straight
+from the source, then the rest (under 256 KiB, possibly empty) in the final PUT with `X-Goog-Hash:
+crc32c=...` of the whole stream, which Cloud Storage checks before it creates the object. One of unknown
+length streams in chunks (of the budget's size) whose final request carries the same hash. A refusal is
+retried (the source is read again); a source that breaks off abandons its session, which creates
+nothing. The library's own clean-up, which deletes an object whose CRC32C differs after a resumable
+upload, is disabled (`_CreateOnlyBlob`).
 
-Memory: an upload holds its first SMALL_OBJECT_BYTES, then up to three times the object (multipart: our
-bytes, the library's request body and, while it concatenates it, one more copy) or the head plus two
-chunks (resumable), whatever the object's size. Uploads wait for that much room in a byte budget
-(UPLOAD_BUFFER_MIB) before the library copies anything, so CONCURRENCY bounds the number of transfers
-and the budget their memory.
+Memory: an upload of known length holds the source's chunk in flight and the final piece
+(STREAMED_UPLOAD_BYTES), whatever the object's size. Otherwise it holds its first SMALL_OBJECT_BYTES,
+then up to three times the object (multipart: our bytes, the library's request body and, while it
+concatenates it, one more copy) or the head plus two chunks (chunked resumable). Uploads wait for that
+much room in a byte budget (UPLOAD_BUFFER_MIB) before the library copies anything, so CONCURRENCY bounds
+the number of transfers and the budget their memory.
 """
 
 from __future__ import annotations
@@ -42,8 +47,11 @@ from worker.errors import Code, ObjectExists, PermanentError, RetryableError
 from worker.models import GcsLocation, StoredObject
 
 SMALL_OBJECT_BYTES = 8 * 1024 * 1024
-RESUMABLE_CHUNK_BYTES = 16 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
-RESUMABLE_UPLOAD_BYTES = SMALL_OBJECT_BYTES + 2 * RESUMABLE_CHUNK_BYTES  # what one resumable upload holds
+RESUMABLE_GRANULE_BYTES = 256 * 1024  # every request of a resumable upload but the last is a multiple
+RESUMABLE_CHUNK_BYTES = 16 * 1024 * 1024  # chunks of an upload of unknown length, at most (see chunk_bytes)
+RESUMABLE_UPLOAD_BYTES = SMALL_OBJECT_BYTES + 2 * RESUMABLE_CHUNK_BYTES  # what one chunked upload holds
+STREAMED_UPLOAD_BYTES = 2 * 1024 * 1024  # an upload of known length: a source chunk and the final piece
+UPLOAD_TIMEOUT = 120.0  # seconds without progress on one upload request's connection
 DICOM_CONTENT_TYPE = "application/dicom"
 JSON_READ_LIMIT = 64 * 1024 * 1024  # read_json reads no more than this
 JSON_WRITE_ATTEMPTS = 8  # write_json: versions that other writers may take meanwhile before it gives up
@@ -123,6 +131,15 @@ class ChecksummingReader(io.RawIOBase):
             return pieces[0].obj  # one whole chunk (an instance that came in one piece): no copy
         return b"".join(pieces)
 
+    def take(self, limit: int) -> memoryview:
+        """The next bytes as they came, at most `limit` of them, without a copy; empty at the end."""
+        if not self._fill():
+            return memoryview(b"")
+        piece = self._pending[:limit]
+        self._pending = self._pending[len(piece) :]
+        self._position += len(piece)
+        return piece
+
     def rewind(self, head: bytes) -> None:
         """Serve `head` (what was read so far) again from position 0, then go on: lets an upload start
         from the beginning after the first bytes were read to choose its kind, without a second copy."""
@@ -162,10 +179,18 @@ class ByteBudget:
                 self._room.notify_all()
 
 
+def chunk_bytes(buffer_bytes: int) -> int:
+    """The chunk of an upload of unknown length: an eighth of the budget, in whole 256 KiB granules,
+    at most RESUMABLE_CHUNK_BYTES (fewer, larger chunks cost fewer requests; each upload holds two)."""
+    granules = buffer_bytes // 8 // RESUMABLE_GRANULE_BYTES
+    return max(1, min(granules, RESUMABLE_CHUNK_BYTES // RESUMABLE_GRANULE_BYTES)) * RESUMABLE_GRANULE_BYTES
+
+
 class Storage:
     def __init__(self, client: storage.Client, buffer_bytes: int) -> None:
         self._client = client
         self._buffers = ByteBudget(buffer_bytes)
+        self._chunk_bytes = chunk_bytes(buffer_bytes)
 
     def stat(self, bucket: str, name: str) -> StoredObject | None:
         try:
@@ -202,18 +227,27 @@ class Storage:
         *,
         metadata: Mapping[str, str],
         content_type: str = DICOM_CONTENT_TYPE,
+        size: int | None = None,
     ) -> StoredObject:
         """Create `name` from the chunks, create-only; raises ObjectExists if it is already there.
 
+        `size`: how many bytes the chunks hold, when the source said so (a part's Content-Length); a
+        stream of another length is a RetryableError and creates nothing.
         RetryableError when Cloud Storage refused the bytes as corrupt (nothing was created);
         PermanentError(DESTINATION_CONFLICT) when the object it created holds other bytes than were read
         (impossible while the server checks the CRC32C sent; the object is left, never deleted).
         """
         reader = ChecksummingReader(chunks)
-        head = reader.read(SMALL_OBJECT_BYTES + 1)
-        small = len(head) <= SMALL_OBJECT_BYTES
-        with self._buffers.hold(3 * len(head) if small else RESUMABLE_UPLOAD_BYTES):
-            stored = self._upload(bucket, name, reader, head, metadata, content_type)
+        if size is not None and size > SMALL_OBJECT_BYTES:
+            with self._buffers.hold(STREAMED_UPLOAD_BYTES):
+                stored = self._upload(bucket, name, reader, None, size, metadata, content_type)
+        else:
+            head = reader.read(SMALL_OBJECT_BYTES + 1)
+            if size is not None and len(head) != size:
+                raise RetryableError(f"the source did not hold the {size} bytes it announced")
+            small = len(head) <= SMALL_OBJECT_BYTES
+            with self._buffers.hold(3 * len(head) if small else SMALL_OBJECT_BYTES + 2 * self._chunk_bytes):
+                stored = self._upload(bucket, name, reader, head, len(head), metadata, content_type)
         if stored.size != reader.size or stored.crc32c != reader.crc32c:
             raise _differs(name)
         return stored
@@ -223,14 +257,18 @@ class Storage:
         bucket: str,
         name: str,
         reader: ChecksummingReader,
-        head: bytes,
+        head: bytes | None,
+        size: int,
         metadata: Mapping[str, str],
         content_type: str,
     ) -> StoredObject:
+        """Streamed (`head` None: `size` bytes), one multipart request, or chunks after the head."""
         blob = self._blob(bucket, name)
         blob.metadata = dict(metadata)
         try:
-            if len(head) <= SMALL_OBJECT_BYTES:
+            if head is None:
+                self._stream(blob, reader, size, content_type)
+            elif len(head) <= SMALL_OBJECT_BYTES:
                 blob.upload_from_string(
                     head, content_type=content_type, if_generation_match=0, checksum="crc32c"
                 )
@@ -247,8 +285,20 @@ class Storage:
             raise _translate(error, "uploading an object") from None
         return _stored(blob)
 
+    def _stream(self, blob: storage.Blob, reader: ChecksummingReader, size: int, content_type: str) -> None:
+        """A resumable upload of `size` bytes in two requests (the module's docstring)."""
+        url = blob.create_resumable_upload_session(
+            content_type=content_type, size=size, if_generation_match=0, checksum=None
+        )
+        upload = _StreamedUpload(url, size)
+        transport = self._client._http
+        upload.sent_bulk(transport.put(**upload.bulk_request(reader), timeout=UPLOAD_TIMEOUT))
+        blob._set_properties(
+            upload.finished(transport.put(**upload.final_request(reader), timeout=UPLOAD_TIMEOUT))
+        )
+
     def _blob(self, bucket: str, name: str) -> storage.Blob:
-        return _CreateOnlyBlob(name, self._client.bucket(bucket), chunk_size=RESUMABLE_CHUNK_BYTES)
+        return _CreateOnlyBlob(name, self._client.bucket(bucket), chunk_size=self._chunk_bytes)
 
     def write_json(self, bucket: str, name: str, body: Any) -> StoredObject:
         """Write a small JSON document without replacing anything; the returned object holds it.
@@ -333,6 +383,80 @@ class Storage:
             if len(chunk) < READ_CHUNK_BYTES:
                 return
             start += len(chunk)
+
+
+class _StreamedUpload:
+    """The protocol of an upload of known length in two requests, without I/O: which requests to send and
+    what their answers mean (Cloud Storage's resumable upload: a non-final request's bytes are whole
+    256 KiB granules and its 308 says in `Range` how many were persisted; the final request names the
+    total and carries the CRC32C of the whole object, checked before the object is created).
+
+    A session is never resumed: an answer that leaves the upload in doubt is a RetryableError, and the
+    retry starts a new session from a new read of the source (an abandoned session creates nothing).
+    """
+
+    def __init__(self, url: str, size: int) -> None:
+        self.url = url
+        self.size = size
+        self.bulk = size // RESUMABLE_GRANULE_BYTES * RESUMABLE_GRANULE_BYTES
+
+    def bulk_request(self, reader: ChecksummingReader) -> dict[str, Any]:
+        """Bytes 0 to bulk-1, streamed from the reader as requests sends them (a Content-Length body)."""
+        return {
+            "url": self.url,
+            "data": _ExactBody(reader, self.bulk),
+            "headers": {"Content-Range": f"bytes 0-{self.bulk - 1}/*"},
+        }
+
+    def sent_bulk(self, response: requests.Response) -> None:
+        if response.status_code != 308:
+            raise _api_error(response)
+        if response.headers.get("Range") != f"bytes=0-{self.bulk - 1}":
+            raise RetryableError("Cloud Storage persisted part of a streamed upload; it starts again")
+
+    def final_request(self, reader: ChecksummingReader) -> dict[str, Any]:
+        """The rest (under 256 KiB), once the source ended where it said, with the whole CRC32C."""
+        rest = reader.read(self.size - self.bulk)
+        if len(rest) != self.size - self.bulk or reader.read(1):
+            raise RetryableError(f"the source did not hold the {self.size} bytes it announced")
+        content_range = f"bytes {self.bulk}-{self.size - 1}/{self.size}" if rest else f"bytes */{self.size}"
+        return {
+            "url": self.url,
+            "data": rest,
+            "headers": {"Content-Range": content_range, "X-Goog-Hash": f"crc32c={reader.crc32c}"},
+        }
+
+    def finished(self, response: requests.Response) -> dict[str, Any]:
+        """The created object's resource."""
+        if response.status_code not in (200, 201):
+            raise _api_error(response)
+        resource: dict[str, Any] = response.json()
+        return resource
+
+
+class _ExactBody:
+    """Exactly `size` bytes of a reader as a request body: requests sends it with that Content-Length,
+    piece by piece as the source gives them (never held whole); a source that ends early raises."""
+
+    def __init__(self, reader: ChecksummingReader, size: int) -> None:
+        self._reader, self._size = reader, size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[memoryview]:
+        remaining = self._size
+        while remaining:
+            piece = self._reader.take(remaining)
+            if not piece:
+                raise RetryableError(f"the source ended before the {self._size} bytes it announced")
+            remaining -= len(piece)
+            yield piece
+
+
+def _api_error(response: requests.Response) -> Exception:
+    error: Exception = api_exceptions.from_http_response(response)  # type: ignore[no-untyped-call]
+    return error
 
 
 class _CreateOnlyBlob(storage.Blob):  # type: ignore[misc]

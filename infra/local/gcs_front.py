@@ -2,7 +2,8 @@
 
 The Terraform module grants the function only roles/storage.objectCreator + roles/storage.objectViewer
 on its bucket: it may create objects and read them, never replace, delete or change one. fake-gcs-server
-enforces no permissions, does not check a multipart upload's CRC32C, and lets a resumable upload with
+enforces no permissions, does not check a multipart upload's CRC32C nor the `X-Goog-Hash` of a resumable
+upload's final request (v1.54.0 creates the object all the same), and lets a resumable upload with
 `ifGenerationMatch=0` overwrite (local-components.md). This reverse proxy on 127.0.0.1 sits in front of
 it and answers as Cloud Storage would for that principal:
 

@@ -145,3 +145,74 @@ def test_the_front_survives_unknown_paths_and_broken_bodies(front: Stack, bucket
 
     assert session.get(f"{front.gcs_url}/storage/v1/b/{bucket}/o", timeout=10).status_code == 200
     assert names(front, bucket) == []
+
+
+# -- uploads of known length: the bulk streamed in one request, the CRC32C checked at finalisation ---------
+
+
+def chunked(data: bytes, size: int = MIB) -> Iterator[bytes]:
+    return iter([data[start : start + size] for start in range(0, len(data), size)])
+
+
+@pytest.mark.parametrize(
+    "size",
+    [SMALL_OBJECT_BYTES + 1, 40 * 256 * 1024, 37_000_003],
+    ids=["8MiB+1", "whole-granules", "37MB"],
+)
+def test_an_object_of_known_length_is_created_byte_identical(front: Stack, bucket: str, size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    store = Storage(front.storage_client(), 128 * MIB)
+
+    stored = store.upload(bucket, "s/big.dcm", chunked(data), metadata={"sop": "1"}, size=size)
+
+    kept = front.storage_client(admin=True).bucket(bucket).get_blob("s/big.dcm")
+    assert kept.download_as_bytes() == data
+    assert (stored.size, stored.crc32c, kept.metadata) == (size, kept.crc32c, {"sop": "1"})
+
+
+def test_a_crc32c_mismatch_is_refused_at_finalisation_and_creates_nothing(front: Stack, bucket: str) -> None:
+    """The streamed bulk is corrupted on its way: the final request's X-Goog-Hash (the bytes read) no
+    longer matches what arrived, and the front, as Cloud Storage, refuses to create the object."""
+    data = random.Random(7).randbytes(12 * MIB)
+    store = Storage(front.storage_client(), 128 * MIB)
+    front.gcs_front.corrupt_uploads(1)
+
+    with pytest.raises(RetryableError, match="corrupted"):
+        store.upload(bucket, "s/1.dcm", chunked(data), metadata={}, size=len(data))
+    assert names(front, bucket) == []
+
+    store.upload(bucket, "s/1.dcm", chunked(data), metadata={}, size=len(data))  # the retry
+    assert front.storage_client(admin=True).bucket(bucket).blob("s/1.dcm").download_as_bytes() == data
+
+
+def test_a_final_request_with_a_wrong_hash_is_refused_with_400(front: Stack, bucket: str) -> None:
+    blob = front.storage_client().bucket(bucket).blob("h.dcm")
+    session_url = blob.create_resumable_upload_session(if_generation_match=0, size=3)
+
+    response = loopback_session().put(
+        session_url,
+        data=b"abc",
+        headers={"Content-Range": "bytes 0-2/3", "X-Goog-Hash": "crc32c=AAAAAA=="},
+        timeout=30,
+    )
+
+    assert response.status_code == 400
+    assert "CRC32C" in response.json()["error"]["message"]
+    assert names(front, bucket) == []
+
+
+def test_an_upload_cut_mid_stream_leaves_no_object_and_restarts(front: Stack, bucket: str) -> None:
+    data = random.Random(8).randbytes(24 * MIB)
+    store = Storage(front.storage_client(), 128 * MIB)
+
+    def cut() -> Iterator[bytes]:
+        yield from chunked(data[: 13 * MIB])
+        raise RetryableError("the retrieve response broke off: ProtocolError")
+
+    with pytest.raises(RetryableError, match="broke off"):
+        store.upload(bucket, "s/cut.dcm", cut(), metadata={}, size=len(data))
+    assert names(front, bucket) == []
+
+    store.upload(bucket, "s/cut.dcm", chunked(data), metadata={}, size=len(data))
+    assert front.storage_client(admin=True).bucket(bucket).blob("s/cut.dcm").download_as_bytes() == data
+    assert names(front, bucket) == ["s/cut.dcm"]

@@ -55,6 +55,7 @@ class Seen:
     query: Mapping[str, str]
     headers: Mapping[str, str]
     body: bytes
+    streamed: bool = False  # the body was an iterable requests sent piece by piece, not bytes it held
 
 
 @dataclass
@@ -110,13 +111,17 @@ class FakeGcs(requests.adapters.BaseAdapter):
         url = urlsplit(str(request.url))
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         raw_body: Any = request.body or b""
-        body = raw_body.encode() if isinstance(raw_body, str) else bytes(raw_body)
+        streamed = not isinstance(raw_body, str | bytes | bytearray | memoryview)
+        if streamed:  # read as requests would send it: a source that breaks raises here, nothing seen
+            body = b"".join(bytes(piece) for piece in raw_body)
+        else:
+            body = raw_body.encode() if isinstance(raw_body, str) else bytes(raw_body)
         method = str(request.method)
         headers: Any = request.headers  # the library sets some values as bytes
         sent = requests.structures.CaseInsensitiveDict(
             {key: value.decode() if isinstance(value, bytes) else value for key, value in headers.items()}
         )
-        self.seen.append(Seen(method, url.path, query, sent, body))
+        self.seen.append(Seen(method, url.path, query, sent, body, streamed))
         status, headers, payload = self._answer(method, url.path, query, sent, body)
         raw = urllib3.HTTPResponse(
             body=io.BytesIO(payload), headers=headers, status=status, preload_content=False

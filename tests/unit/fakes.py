@@ -548,8 +548,11 @@ class FakeBucket:
         *,
         metadata: Mapping[str, str],
         content_type: str = "application/dicom",
+        size: int | None = None,
     ) -> StoredObject:
         data = b"".join(chunks)
+        if size is not None and len(data) != size:  # as Storage: the announced length or nothing
+            raise RetryableError(f"{name}: the source held {len(data)} bytes, not {size}")
         with self._lock:
             if (bucket, name) in self.objects:
                 raise ObjectExists(name)

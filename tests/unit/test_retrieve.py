@@ -65,3 +65,16 @@ def test_a_part_naming_the_requested_instance_is_stored() -> None:
 
     assert copied.uploaded and copied.size == len(body)
     assert fakes.bucket.data(BUCKET, copied.object_name) == body
+
+
+def test_a_part_shorter_than_its_content_length_is_never_stored() -> None:
+    """The part's Content-Length is the upload's announced size (an object of known length streams in
+    one request): a body that ends before it is a broken transfer, retried, and nothing is created."""
+    fakes = Fakes()
+    body = part10(meta_group(sop(1), EXPLICIT_LE_UID, group_length=0), dataset(sop(1)))
+    headers = {**HEADERS, "content-length": str(len(body) + 10)}
+
+    with pytest.raises(RetryableError, match="bytes"):
+        copy_of(fakes).store_part(wanted(fakes), headers, iter([body]))
+
+    assert fakes.bucket.objects == {}

@@ -67,7 +67,13 @@ class SlowBucket:
         return iter(())
 
     def upload(
-        self, bucket: str, name: str, chunks: Iterator[bytes], *, metadata: Mapping[str, str]
+        self,
+        bucket: str,
+        name: str,
+        chunks: Iterator[bytes],
+        *,
+        metadata: Mapping[str, str],
+        size: int | None = None,
     ) -> StoredObject:
         data = b"".join(chunks)
         with self.held.holding(len(data)):

@@ -68,7 +68,7 @@ def test_small_objects_are_not_held_back() -> None:
 def test_a_resumable_upload_larger_than_the_budget_still_runs_alone() -> None:
     library = upload_all(16, [SMALL_OBJECT_BYTES + 1] * 3)
 
-    assert library.kinds == ["resumable"] * 3
+    assert set(library.kinds) == {"resumable"}  # in chunks of 2 MiB, an eighth of the budget
     assert library.held.most == RESUMABLE_UPLOAD_BYTES  # one at a time
 
 
