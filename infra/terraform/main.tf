@@ -65,6 +65,7 @@ locals {
     var.kms_key_name == null ? [] : ["cloudkms.googleapis.com"],
     length(var.sweep_rules) == 0 ? [] : ["cloudscheduler.googleapis.com"],
     var.audit_enabled ? ["bigquery.googleapis.com"] : [],
+    var.monitoring_enabled ? ["logging.googleapis.com", "monitoring.googleapis.com"] : [],
   ))
 }
 

@@ -77,3 +77,8 @@ output "audit_dead_letter_subscription_id" {
   description = "Full id of the pull subscription holding completion events BigQuery refused; null when audit_enabled is false."
   value       = var.audit_enabled ? google_pubsub_subscription.audit_dead_letter[0].id : null
 }
+
+output "dashboard_id" {
+  description = "Id of the Cloud Monitoring dashboard (projects/P/dashboards/ID); null when monitoring_enabled is false."
+  value       = var.monitoring_enabled ? google_monitoring_dashboard.worker[0].id : null
+}

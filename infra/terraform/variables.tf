@@ -592,3 +592,46 @@ variable "audit_kms_key_name" {
     error_message = "audit_kms_key_name must look like projects/P/locations/L/keyRings/R/cryptoKeys/K."
   }
 }
+
+# ---------------------------------------------------------------------------
+# Monitoring (monitoring.tf)
+# ---------------------------------------------------------------------------
+
+variable "monitoring_enabled" {
+  description = "Create the log-based metrics (completion events by action, status and error code; instances; bytes; empty sweeps), the alert policies (dead-letter backlog, failed-event ratio, function errors, a sweep that published nothing) and the Cloud Monitoring dashboard."
+  type        = bool
+  default     = true
+}
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channels (projects/P/notificationChannels/ID) every alert policy notifies. Empty: the alerts open incidents in the console only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for channel in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", channel))])
+    error_message = "Each notification channel must be projects/P/notificationChannels/ID."
+  }
+}
+
+variable "alert_failed_event_ratio" {
+  description = "Alert when more than this share (0 to 1) of the completion events of an hour are failures."
+  type        = number
+  default     = 0.05
+
+  validation {
+    condition     = var.alert_failed_event_ratio > 0 && var.alert_failed_event_ratio < 1
+    error_message = "alert_failed_event_ratio must be between 0 and 1 (exclusive)."
+  }
+}
+
+variable "alert_function_errors" {
+  description = "Alert when the function answers more than this many deliveries with a 5xx (a redelivery or a defect) in 10 minutes."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.alert_function_errors >= 0 && floor(var.alert_function_errors) == var.alert_function_errors
+    error_message = "alert_function_errors must be a non-negative integer."
+  }
+}

@@ -888,3 +888,113 @@ def test_the_pubsub_agent_may_write_the_audit_table_only(module: Module) -> None
     for _, _, body in _all_iam_members(module):  # nobody else is given anything on the audit resources
         if "audit" in _refs(body.get("topic", "")) + _refs(body.get("subscription", "")):
             assert body["member"] == "${local.pubsub_service_agent}"
+
+
+# ---------------------------------------------------------------------------
+# Monitoring: log-based metrics, alert policies, the dashboard (monitoring.tf)
+# ---------------------------------------------------------------------------
+
+_METRICS = ("completion_events", "instances", "bytes", "empty_sweeps")
+_ALERTS = ("dead_letter_backlog", "failed_events", "function_errors", "empty_sweep")
+
+
+def _extracted_fields(module: Module) -> set[str]:
+    """Every jsonPayload field the log-based metrics read (filters, label and value extractors)."""
+    text = _refs([module.resource("google_logging_metric", name) for name in _METRICS])
+    return set(re.findall(r"jsonPayload\.([A-Za-z]+)", text)) - {"message"}
+
+
+def test_the_log_based_metrics_read_the_completion_event_log_line(module: Module) -> None:
+    assert module.default("monitoring_enabled") is True
+    base = _refs(module.locals["completion_log_filter"])
+    assert (
+        'jsonPayload.message=\\"completion event\\"' in base
+        or 'jsonPayload.message="completion event"' in base
+    )
+    assert "resource.labels.service_name" in base and "cloud_run_revision" in base
+    for name in _METRICS:
+        metric = module.resource("google_logging_metric", name)
+        assert metric["count"] == "${local.monitoring_count}"
+        assert "local.completion_log_filter" in metric["filter"], name
+    events = module.resource("google_logging_metric", "completion_events")
+    assert events["label_extractors"] == {
+        "action": "EXTRACT(jsonPayload.action)",
+        "status": "EXTRACT(jsonPayload.status)",
+        "error_code": "EXTRACT(jsonPayload.errorCode)",
+    }
+    for name, field in (("instances", "instanceCount"), ("bytes", "bytes")):
+        metric = module.resource("google_logging_metric", name)
+        assert metric["value_extractor"] == f"EXTRACT(jsonPayload.{field})"
+        assert _block(metric, "metric_descriptor")["value_type"] == "DISTRIBUTION"
+    assert "jsonPayload.published=0" in module.resource("google_logging_metric", "empty_sweeps")["filter"]
+
+
+def test_the_metrics_read_only_fields_the_worker_logs() -> None:
+    """A renamed field in CompletionEvent.log_fields would leave a metric silently at zero."""
+    from worker.errors import Code, PermanentError
+    from worker.events import CompletionEvent
+
+    logged = set()
+    for event in (
+        CompletionEvent.succeeded("r", "archive", None, {"instanceCount": 1, "bytes": 2}),
+        CompletionEvent.succeeded("r", "sweep", None, {"published": 0}),
+        CompletionEvent.failed("r", "delete", None, PermanentError(Code.DELETE_FAILED, "x")),
+    ):
+        logged |= set(event.log_fields())
+    assert _extracted_fields(Module(MODULE_DIR)) <= logged
+
+
+def test_every_alert_policy_notifies_the_given_channels(module: Module) -> None:
+    assert module.default("notification_channels") == []
+    for name in _ALERTS:
+        policy = module.resource("google_monitoring_alert_policy", name)
+        assert policy["count"] == "${local.monitoring_count}"
+        assert policy["notification_channels"] == "${var.notification_channels}", name
+        assert _block(policy, "documentation")["content"], name
+    backlog = _dynamic_blocks(
+        module.resource("google_monitoring_alert_policy", "dead_letter_backlog"), "conditions"
+    )
+    assert len(backlog) == 1
+    watched = _refs(backlog[0]["for_each"])
+    assert "google_pubsub_subscription.dead_letter.name" in watched
+    assert "google_pubsub_subscription.audit_dead_letter[0].name" in watched
+    failed = _block(
+        _block(module.resource("google_monitoring_alert_policy", "failed_events"), "conditions"),
+        "condition_threshold",
+    )
+    assert 'metric.labels.status=\\"failed\\"' in failed["filter"] or 'status="failed"' in failed["filter"]
+    assert "denominator_filter" in failed  # a share of all events, not a count
+    assert failed["threshold_value"] == "${var.alert_failed_event_ratio}"
+    errors = _block(
+        _block(module.resource("google_monitoring_alert_policy", "function_errors"), "conditions"),
+        "condition_threshold",
+    )
+    assert "run.googleapis.com/request_count" in errors["filter"] and "5xx" in errors["filter"]
+    sweep = _block(
+        _block(module.resource("google_monitoring_alert_policy", "empty_sweep"), "conditions"),
+        "condition_threshold",
+    )
+    assert "google_logging_metric.empty_sweeps[0].name" in sweep["filter"]
+
+
+def test_the_dashboard_renders_to_json_showing_every_metric_and_alert(module: Module) -> None:
+    dashboard = module.resource("google_monitoring_dashboard", "worker")
+    call = _refs(dashboard["dashboard_json"])
+    assert "dashboard.json.tftpl" in call
+    template = (MODULE_DIR / "dashboard.json.tftpl").read_text(encoding="utf-8")
+    used = set(re.findall(r"\$\{([a-z_]+)\}", template))
+    passed = set(re.findall(r"([a-z_]+)\s*=", call.split("dashboard.json.tftpl", 1)[1]))
+    assert used == passed, f"template variables {used ^ passed} are used but not passed, or passed but unused"
+    rendered = json.loads(re.sub(r"\$\{([a-z_]+)\}", r"\1-value", template))
+    widgets = rendered["gridLayout"]["widgets"]
+    queries = json.dumps(widgets)
+    for variable in ("events_metric", "instances_metric", "bytes_metric", "empty_sweeps_metric"):
+        assert f"{variable}-value" in queries, variable
+    alerts = [w["alertChart"]["name"] for w in widgets if "alertChart" in w]
+    assert sorted(alerts) == sorted(
+        f"{a}_alert-value" for a in ("dead_letter", "failed_events", "function_errors", "empty_sweep")
+    )
+    for variable in ("dead_letter_pull", "audit_dead_letter_pull", "push_subscription"):
+        assert f"{variable}-value" in queries, variable
+    for alert in _ALERTS:
+        assert f"google_monitoring_alert_policy.{alert}[0].name" in call
