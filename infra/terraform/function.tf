@@ -28,7 +28,7 @@ locals {
     REQUEST_TOPIC         = google_pubsub_topic.request.id
     DEFAULT_DESTINATION   = local.default_destination
     ALLOWED_BUCKETS       = join(",", sort(tolist(local.allowed_buckets)))
-    ALLOWED_DICOM_STORES  = join(",", sort(tolist(local.dicom_store_ids)))
+    ALLOWED_DICOM_STORES  = join(",", sort(concat(tolist(local.dicom_store_ids), var.dicomweb_url == null ? [] : ["dicomweb"])))
     DELETE_ENABLED        = var.delete_enabled ? "true" : "false"
     RESTORE_ENABLED       = var.restore_enabled ? "true" : "false"
     MAX_DELIVERY_ATTEMPTS = tostring(var.max_delivery_attempts)
@@ -47,7 +47,9 @@ locals {
     LOG_EXECUTION_ID = "true"
   }
   # The module's values win over extra_environment_variables.
-  function_environment = merge(local.default_environment, var.extra_environment_variables, local.module_environment)
+  function_environment = merge(
+    local.default_environment, var.extra_environment_variables, local.module_environment, local.dicomweb_environment,
+  )
 }
 
 resource "google_cloudfunctions2_function" "worker" {
@@ -104,6 +106,21 @@ resource "google_cloudfunctions2_function" "worker" {
         path    = local.continuation_keys_file
       }
     }
+
+    # The DICOMweb server's password or token (secrets.tf), only with
+    # dicomweb_auth basic or bearer: a file, never an environment value.
+    dynamic "secret_volumes" {
+      for_each = local.dicomweb_secret_enabled ? [var.dicomweb_secret_id] : []
+      content {
+        mount_path = local.dicomweb_secret_dir
+        project_id = var.project_id
+        secret     = secret_volumes.value
+        versions {
+          version = var.dicomweb_secret_version
+          path    = local.dicomweb_secret_file
+        }
+      }
+    }
   }
 
   lifecycle {
@@ -123,5 +140,6 @@ resource "google_cloudfunctions2_function" "worker" {
     google_pubsub_topic_iam_member.runtime_publisher_completion,
     google_pubsub_topic_iam_binding.request_publishers,
     google_secret_manager_secret_iam_member.runtime_continuation_keys,
+    google_secret_manager_secret_iam_member.runtime_dicomweb_secret,
   ]
 }

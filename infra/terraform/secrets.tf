@@ -57,3 +57,59 @@ resource "google_secret_manager_secret_iam_member" "runtime_continuation_keys" {
   role      = "roles/secretmanager.secretAccessor"
   member    = local.runtime_member
 }
+
+# --- The DICOMweb server's password or token ---------------------------------
+#
+# With dicomweb_url and dicomweb_auth basic or bearer, the worker reads its
+# password (DICOMWEB_PASSWORD_FILE) or token (DICOMWEB_TOKEN_FILE) from a file:
+# the mounted version of an existing Secret Manager secret, dicomweb_secret_id.
+# The module never holds the value: it is added with
+#   printf %s "$PASSWORD" | gcloud secrets versions add SECRET --data-file=-
+# so it is in no tfvars file and no Terraform state. The function's account
+# may read this one secret and nothing else of Secret Manager.
+#
+# Rotation: add a new version (both credentials valid at the server for the
+# overlap, when it can), then apply. With dicomweb_secret_version "latest"
+# (default), `terraform apply` alone changes nothing: each instance reads the
+# file when it starts, so new instances get the new version and running ones
+# keep the old until they stop; apply with a pinned version number (or
+# redeploy) to move every instance at once, then disable the old version
+# (gcloud secrets versions disable) once nothing uses it.
+
+locals {
+  dicomweb_secret_enabled = var.dicomweb_url != null && contains(["basic", "bearer"], var.dicomweb_auth)
+  dicomweb_secret_dir     = "/etc/${var.name}-dicomweb"
+  dicomweb_secret_file    = var.dicomweb_auth == "bearer" ? "token" : "password"
+
+  # Merged into the function's environment (function.tf) only with dicomweb_url.
+  dicomweb_environment = var.dicomweb_url == null ? {} : merge(
+    {
+      DICOMWEB_URL  = var.dicomweb_url
+      DICOMWEB_AUTH = var.dicomweb_auth
+    },
+    var.dicomweb_username == null ? {} : { DICOMWEB_USERNAME = var.dicomweb_username },
+    local.dicomweb_secret_enabled ? {
+      (var.dicomweb_auth == "bearer" ? "DICOMWEB_TOKEN_FILE" : "DICOMWEB_PASSWORD_FILE") = "${local.dicomweb_secret_dir}/${local.dicomweb_secret_file}"
+    } : {},
+  )
+}
+
+resource "google_secret_manager_secret_iam_member" "runtime_dicomweb_secret" {
+  count = local.dicomweb_secret_enabled ? 1 : 0
+
+  project   = var.project_id
+  secret_id = var.dicomweb_secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = local.runtime_member
+
+  lifecycle {
+    precondition {
+      condition     = var.dicomweb_secret_id != null
+      error_message = "dicomweb_secret_id is required with dicomweb_auth basic or bearer: the id of a Secret Manager secret of project_id holding the password or token."
+    }
+    precondition {
+      condition     = var.dicomweb_auth != "basic" || var.dicomweb_username != null
+      error_message = "dicomweb_username is required with dicomweb_auth basic."
+    }
+  }
+}

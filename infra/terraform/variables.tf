@@ -635,3 +635,57 @@ variable "alert_function_errors" {
     error_message = "alert_function_errors must be a non-negative integer."
   }
 }
+
+# ---------------------------------------------------------------------------
+# Another DICOMweb server (secrets.tf)
+# ---------------------------------------------------------------------------
+
+variable "dicomweb_url" {
+  description = "DICOMWEB_URL: a DICOMweb service root (https) the worker uses instead of the Healthcare API; requests then name series as studies/X/series/Y, and ALLOWED_DICOM_STORES gains `dicomweb`. null = the Healthcare API."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.dicomweb_url == null ? true : can(regex("^https://[^ ]+[^/ ]$", var.dicomweb_url))
+    error_message = "dicomweb_url must be an https:// URL without a trailing slash."
+  }
+}
+
+variable "dicomweb_auth" {
+  description = "DICOMWEB_AUTH with dicomweb_url: google (the function's own identity), none, basic (dicomweb_username and the password in dicomweb_secret_id) or bearer (the token in dicomweb_secret_id)."
+  type        = string
+  default     = "google"
+
+  validation {
+    condition     = contains(["google", "none", "basic", "bearer"], var.dicomweb_auth)
+    error_message = "dicomweb_auth must be one of google, none, basic, bearer."
+  }
+}
+
+variable "dicomweb_username" {
+  description = "DICOMWEB_USERNAME with dicomweb_auth basic."
+  type        = string
+  default     = null
+}
+
+variable "dicomweb_secret_id" {
+  description = "With dicomweb_auth basic or bearer: the id (short name) of an existing Secret Manager secret of project_id holding the password or token, one line. The module grants the function secretAccessor on it and mounts it as the file DICOMWEB_PASSWORD_FILE or DICOMWEB_TOKEN_FILE; it never reads or stores the value."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.dicomweb_secret_id == null ? true : can(regex("^[A-Za-z0-9_-]{1,255}$", var.dicomweb_secret_id))
+    error_message = "dicomweb_secret_id must be a secret's short name (letters, digits, _ and -), not a path."
+  }
+}
+
+variable "dicomweb_secret_version" {
+  description = "The version of dicomweb_secret_id the function mounts: \"latest\" (each new instance reads the newest) or a version number (every instance moves when it changes). See the README's rotation."
+  type        = string
+  default     = "latest"
+
+  validation {
+    condition     = can(regex("^(latest|[1-9][0-9]*)$", var.dicomweb_secret_version))
+    error_message = "dicomweb_secret_version must be latest or a version number."
+  }
+}

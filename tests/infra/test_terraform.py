@@ -491,14 +491,18 @@ def test_continuation_key_ids_validation(module: Module, key_id: str, valid: boo
     assert bool(_regex_of(module, "continuation_key_ids").match(key_id)) is valid
 
 
-def test_only_the_function_reads_the_continuation_keys(module: Module) -> None:
-    grants = [(rtype, body) for rtype, _, body in _all_iam_members(module) if "secret" in rtype]
-    assert len(grants) == 1
-    rtype, body = grants[0]
-    assert rtype == "google_secret_manager_secret_iam_member"
-    assert body["role"] == "roles/secretmanager.secretAccessor"
-    assert body["member"] == "${local.runtime_member}"
-    assert "google_secret_manager_secret.continuation_keys.secret_id" in body["secret_id"]
+def test_only_the_function_reads_the_secrets(module: Module) -> None:
+    grants = {name: (rtype, body) for rtype, name, body in _all_iam_members(module) if "secret" in rtype}
+    assert set(grants) == {"runtime_continuation_keys", "runtime_dicomweb_secret"}
+    for rtype, body in grants.values():
+        assert rtype == "google_secret_manager_secret_iam_member"
+        assert body["role"] == "roles/secretmanager.secretAccessor"
+        assert body["member"] == "${local.runtime_member}"
+    keys = grants["runtime_continuation_keys"][1]
+    assert "google_secret_manager_secret.continuation_keys.secret_id" in keys["secret_id"]
+    dicomweb = grants["runtime_dicomweb_secret"][1]
+    assert dicomweb["secret_id"] == "${var.dicomweb_secret_id}"  # that one secret, never the project's
+    assert dicomweb["count"] == "${local.dicomweb_secret_enabled ? 1 : 0}"
 
 
 def test_the_function_mounts_the_continuation_keys_as_a_file(module: Module) -> None:
@@ -998,3 +1002,76 @@ def test_the_dashboard_renders_to_json_showing_every_metric_and_alert(module: Mo
         assert f"{variable}-value" in queries, variable
     for alert in _ALERTS:
         assert f"google_monitoring_alert_policy.{alert}[0].name" in call
+
+
+# ---------------------------------------------------------------------------
+# Another DICOMweb server: its password or token mounted from Secret Manager
+# ---------------------------------------------------------------------------
+
+
+def test_the_dicomweb_secret_is_a_mounted_file_never_a_value(module: Module) -> None:
+    for name in ("dicomweb_url", "dicomweb_username", "dicomweb_secret_id"):
+        assert module.default(name) is None, name
+    assert module.default("dicomweb_auth") == "google"
+    assert module.default("dicomweb_secret_version") == "latest"
+    enabled = _refs(module.locals["dicomweb_secret_enabled"])
+    assert "var.dicomweb_url" in enabled and '"basic", "bearer"' in enabled
+    fn = module.resource("google_cloudfunctions2_function", "worker")
+    (volume,) = _dynamic_blocks(_block(fn, "service_config"), "secret_volumes")
+    assert "local.dicomweb_secret_enabled" in volume["for_each"]
+    content = _block(volume, "content")
+    assert content["mount_path"] == "${local.dicomweb_secret_dir}"
+    assert content["mount_path"] != _block(_block(fn, "service_config"), "secret_volumes")["mount_path"]
+    version = _block(content, "versions")
+    assert version["version"] == "${var.dicomweb_secret_version}"
+    assert version["path"] == "${local.dicomweb_secret_file}"
+    environment = _refs(module.locals["dicomweb_environment"])
+    for setting in (
+        "DICOMWEB_URL",
+        "DICOMWEB_AUTH",
+        "DICOMWEB_USERNAME",
+        "DICOMWEB_TOKEN_FILE",
+        "DICOMWEB_PASSWORD_FILE",
+    ):
+        assert setting in environment, setting
+    assert "local.dicomweb_secret_dir" in environment
+    # No variable carries the secret's value, and no secret version is created from one.
+    assert not [name for name in module.variables if re.search(r"password|_token$|secret$", name)]
+    assert set(module.of_type("google_secret_manager_secret_version")) == {"continuation_keys"}
+    assert "local.dicomweb_environment" in _refs(module.locals["function_environment"])
+    assert "google_secret_manager_secret_iam_member.runtime_dicomweb_secret" in _refs(fn["depends_on"])
+
+
+def test_the_worker_reads_the_mounted_dicomweb_secret(tmp_path: Path) -> None:
+    """The files the module mounts are what Settings.from_env reads (DICOMWEB_*_FILE)."""
+    from worker.settings import Auth, Settings
+
+    (tmp_path / "password").write_text("s3cret\n", encoding="utf-8")
+    (tmp_path / "token").write_text("t0ken\n", encoding="utf-8")
+    url = "https://pacs.example.org/dicom-web"
+    basic = Settings.from_env(
+        {
+            "DICOMWEB_URL": url,
+            "DICOMWEB_AUTH": "basic",
+            "DICOMWEB_USERNAME": "worker",
+            "DICOMWEB_PASSWORD_FILE": str(tmp_path / "password"),
+        }
+    )
+    bearer = Settings.from_env(
+        {"DICOMWEB_URL": url, "DICOMWEB_AUTH": "bearer", "DICOMWEB_TOKEN_FILE": str(tmp_path / "token")}
+    )
+    assert (basic.dicomweb_auth, basic.dicomweb_secret) == (Auth.BASIC, "s3cret")
+    assert (bearer.dicomweb_auth, bearer.dicomweb_secret) == (Auth.BEARER, "t0ken")
+
+
+def test_dicomweb_settings_are_validated(module: Module) -> None:
+    assert _regex_of(module, "dicomweb_secret_id").match("pacs-password")
+    assert not _regex_of(module, "dicomweb_secret_id").match("projects/p/secrets/s")
+    assert _regex_of(module, "dicomweb_secret_version").match("latest")
+    assert _regex_of(module, "dicomweb_secret_version").match("3")
+    assert not _regex_of(module, "dicomweb_secret_version").match("0")
+    grant = module.resource("google_secret_manager_secret_iam_member", "runtime_dicomweb_secret")
+    conditions = _refs(_block(grant, "lifecycle")["precondition"])
+    assert "var.dicomweb_secret_id != null" in conditions and "var.dicomweb_username != null" in conditions
+    stores = _refs(module.locals["module_environment"]["ALLOWED_DICOM_STORES"])
+    assert '"dicomweb"' in stores and "var.dicomweb_url" in stores
