@@ -130,10 +130,9 @@ class Bench:
 
     def remote(self, delay_ms: float) -> dict[str, Any]:
         """What a measurement's spec needs to reach fake-gcs-server and the emulator through a delay of
-        `delay_ms` each way (a round trip `2 * delay_ms` longer).
-
-        Resumable uploads are not delayed past their first request: fake-gcs-server hands out session
-        URLs on its own port. The shapes run this way upload only single-request objects."""
+        `delay_ms` each way (a round trip `2 * delay_ms` longer). fake-gcs-server (no front, no
+        `-external-url`) names the host a client asked in its resumable session URLs, so every request of
+        a resumable upload goes through the delay too."""
         proxy = self.proxies.get(delay_ms)
         if proxy is None:
             upstreams = [self.stack.healthcare_url, self.stack.gcs_url]
