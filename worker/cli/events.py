@@ -6,7 +6,8 @@ import argparse
 import contextlib
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from worker.cli.arguments import (
     EXIT_FAILED,
@@ -57,30 +58,52 @@ def add_parser(commands: argparse._SubParsersAction[Parser], parents: Sequence[P
     events.set_defaults(handler=cmd_events)
 
 
-def cmd_events(args: argparse.Namespace, env: Mapping[str, str], clients: Clients) -> int:
-    subscription = args.subscription
+def check_subscription(subscription: str) -> None:
     if not _SUBSCRIPTION.fullmatch(subscription):
         raise UsageError("--subscription must be projects/{project}/subscriptions/{subscription}")
+
+
+def pull_batches(
+    client: Any, subscription: str, *, limit: int | None, wait: float, follow: bool
+) -> Iterator[list[Any]]:
+    """The received messages, a batch at a time, until a pull brings nothing (or `limit`; with `follow`,
+    until Ctrl-C). A batch is acked once the caller asks for the next one: what was shown is acked."""
+    from google.api_core import exceptions as api_exceptions
+
+    taken = 0
+    while limit is None or taken < limit:
+        want = PULL_BATCH if limit is None else min(PULL_BATCH, limit - taken)
+        try:
+            response = client.pull(
+                request={"subscription": subscription, "max_messages": want},
+                timeout=FOLLOW_PULL_SECONDS if follow else wait,
+            )
+            received = list(response.received_messages)[:want]
+        except api_exceptions.DeadlineExceeded:
+            received = []
+        if not received:
+            if follow:
+                continue
+            return
+        yield received
+        client.acknowledge(
+            request={"subscription": subscription, "ack_ids": [item.ack_id for item in received]}
+        )
+        taken += len(received)
+
+
+def cmd_events(args: argparse.Namespace, env: Mapping[str, str], clients: Clients) -> int:
+    subscription = args.subscription
+    check_subscription(subscription)
     from google.api_core import exceptions as api_exceptions
 
     client = make(clients.subscriber)
     shown = 0
     header = args.format == "table"
     try:
-        while args.max is None or shown < args.max:
-            want = PULL_BATCH if args.max is None else min(PULL_BATCH, args.max - shown)
-            try:
-                response = client.pull(
-                    request={"subscription": subscription, "max_messages": want},
-                    timeout=FOLLOW_PULL_SECONDS if args.follow else args.wait,
-                )
-                received = list(response.received_messages)[:want]
-            except api_exceptions.DeadlineExceeded:
-                received = []
-            if not received:
-                if args.follow:
-                    continue
-                break
+        for received in pull_batches(
+            client, subscription, limit=args.max, wait=args.wait, follow=args.follow
+        ):
             for item in received:
                 message = item.message
                 attributes = dict(message.attributes)
@@ -92,9 +115,6 @@ def cmd_events(args: argparse.Namespace, env: Mapping[str, str], clients: Client
                         header = False
                     print(table_row(message.data, attributes))
             sys.stdout.flush()
-            client.acknowledge(
-                request={"subscription": subscription, "ack_ids": [item.ack_id for item in received]}
-            )
             shown += len(received)
     except api_exceptions.GoogleAPICallError as error:
         print_error(f"pulling from {subscription} failed: {reason(error)}")

@@ -4,6 +4,9 @@
     fan-out ACTION TARGET      search the series of a study or a store; publish one request per series
     run ACTION SERIES          run one request in this process, without Pub/Sub; print its completion event
     events --subscription S    pull completion events, print them (a table or JSON lines) and ack them
+    report --file F | --subscription S
+                               summarise completion events (events, BigQuery audit rows): per action and
+                               status, failures by code, the largest series; --format json, --chart PNG
 
 Configuration is the function's own: the same environment variables, read by `Settings.from_env`
 (REQUEST_TOPIC, COMPLETION_TOPIC, HEALTHCARE_API_URL, DICOMWEB_URL, DICOMWEB_AUTH, DEFAULT_DESTINATION, ...;
@@ -24,7 +27,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from worker.cli import events, fan_out, run, submit
+from worker.cli import events, fan_out, report, run, submit
 from worker.cli.arguments import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, Parser, UsageError
 from worker.cli.clients import Clients
 from worker.cli.output import print_error
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     fan_out.add_parser(commands, [common, topic])
     run.add_parser(commands, [common, topic])
     events.add_parser(commands, [common])
+    report.add_parser(commands, [common])
     return parser
 
 
