@@ -11,6 +11,7 @@ The module ends by printing (and writing to bench/out/abuse-figures.txt) the blo
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import random
@@ -19,9 +20,11 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -34,6 +37,7 @@ from infra.local.dicom_factory import PATIENT_NAME, Series, make_instance, stow
 from infra.local.stack import REPO_ROOT, Deployment, Event, Stack
 from tests.integration.abuse_corpus import MAIN, NAMES, NO_DELETE, Hostile, Target, corpus
 from tests.integration.helpers import EmulatorAdmin, by_request, list_bucket, read_bucket, series_path
+from worker.cli import main as cli_main
 from worker.continuation import SIGNATURE_FIELD, KeyRing
 
 pytestmark = pytest.mark.integration
@@ -580,6 +584,50 @@ def test_corpus_is_large_and_every_message_was_answered(corpus_run: CorpusRun) -
     for request_id, events in corpus_run.controls.items():
         assert [e.data["status"] for e in events] == ["succeeded"], (request_id, [e.data for e in events])
         assert events[0].data["instanceCount"] == 2
+
+
+def test_report_summarises_the_corpus_events(corpus_run: CorpusRun, tmp_path: Path) -> None:
+    """`python -m worker report` on every completion event of the corpus, as the worker published them
+    and as rows of the audit table (the event in `data`, each row twice as an at-least-once subscription
+    may write it), against the same counts taken from the events themselves."""
+    published = [e for events in (*corpus_run.events.values(), *corpus_run.controls.values()) for e in events]
+    assert len(published) >= 40
+    expected_groups: Counter[tuple[str, str]] = Counter(
+        (e.data["action"] or "(none)", e.data["status"]) for e in published
+    )
+    expected_codes = Counter(e.data["error"]["code"] for e in published if e.data["status"] == "failed")
+    expected_instances = sum(e.data.get("instanceCount", 0) for e in published)
+
+    as_published = tmp_path / "events.jsonl"
+    as_published.write_bytes(b"".join(e.raw + b"\n" for e in published))
+    as_rows = tmp_path / "audit-rows.jsonl"
+    as_rows.write_text(
+        "".join(
+            json.dumps({"message_id": e.message_id, "publish_time": e.publish_time, "data": e.raw.decode()})
+            + "\n"
+            for e in published
+            for _ in range(2)
+        ),
+        encoding="utf-8",
+    )
+    for path, duplicates in ((as_published, 0), (as_rows, len(published))):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = cli_main(["report", "--file", str(path), "--format", "json"], env={})
+        assert code == 0, path
+        summary = json.loads(out.getvalue())
+        assert (summary["events"], summary["duplicates"], summary["unreadable"]) == (
+            len(published),
+            duplicates,
+            0,
+        )
+        groups = {(g["action"], g["status"]): g["events"] for g in summary["byActionStatus"]}
+        assert groups == dict(expected_groups)
+        assert {f["code"]: f["events"] for f in summary["failuresByCode"]} == dict(expected_codes)
+        assert sum(g["instances"] for g in summary["byActionStatus"]) == expected_instances
+        # The only succeeded series are the two controls' searches (every hostile message failed).
+        largest = {s["requestId"]: s["instances"] for s in summary["largestSeries"]}
+        assert largest == dict.fromkeys(corpus_run.controls, 2)
 
 
 def test_corpus_reached_only_the_allowed_store_and_never_the_canary(corpus_run: CorpusRun) -> None:
