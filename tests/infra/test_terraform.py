@@ -749,6 +749,11 @@ def test_readme_documents_the_design() -> None:
         "operations",
         "check.sh",
         ".gcloudignore",
+        "audit_table_schema.json",
+        "drop_unknown_fields",
+        "notification_channels",
+        "dashboard.json.tftpl",
+        "Rotation",
     ):
         assert needle in readme, f"README.md does not mention {needle}"
 
