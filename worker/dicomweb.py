@@ -37,6 +37,7 @@ from worker.http_exchange import (
     read_whole,
     translate_chunks,
 )
+from worker.media_type import parse_content_type
 from worker.models import DicomStore, Instance, Operation, SeriesRef, Stow, is_uid
 from worker.multipart import MultipartError, Part, boundary_from_content_type, iter_parts
 from worker.orthanc import OrthancRest
@@ -48,6 +49,10 @@ _J = TypeVar("_J")
 
 MAX_OFFSET = 1_000_000
 _OPERATION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
+# RetrieveInstance of the Healthcare API also takes this single part, non-standard Accept.
+SINGLE_PART_AS_STORED = "application/dicom; transfer-syntax=*"
 
 
 def accept_header(transfer_syntax: str) -> str:
@@ -218,10 +223,15 @@ class DicomWebClient:
     def retrieve_instance(
         self, series: SeriesRef, sop_uid: str, transfer_syntax: str, *, deadline: float | None = None
     ) -> Iterator[StreamedPart]:
-        """The one part of a RetrieveInstance response, streamed; raises SourceGone on 404.
+        """The one part of a RetrieveInstance response, streamed; raises SourceGone on 404. The bytes as
+        stored come from the Healthcare API in a single part (cheaper than splitting a multipart body).
 
         `deadline` (time.monotonic) ends the exchange however slowly the server sends."""
         url = f"{self.root(series)}/{series.dicomweb_path}/instances/{sop_uid}"
+        if self.healthcare and transfer_syntax == "*":
+            with self._single_part(url, deadline) as single:
+                yield single
+            return
         with self._retrieve(url, transfer_syntax, deadline) as parts:
             part = next(parts, None)
             if part is None:
@@ -229,6 +239,21 @@ class DicomWebClient:
             yield part
             if next(parts, None) is not None:
                 raise RetryableError("the instance response held more than one part")
+
+    @contextlib.contextmanager
+    def _single_part(self, url: str, deadline: float | None) -> Iterator[StreamedPart]:
+        """The Healthcare API's single-part RetrieveInstance of the bytes as stored: no multipart
+        framing to split, the whole response is the instance."""
+        headers = {"Accept": SINGLE_PART_AS_STORED}
+        with self._http.request("GET", url, headers=headers, deadline=deadline) as response:
+            media_type, _ = parse_content_type(response.headers.get("Content-Type", ""))
+            if media_type != "application/dicom":
+                raise RetryableError("the instance response is not application/dicom")
+            headers = {"content-type": response.headers["Content-Type"]}
+            length = response.headers.get("Content-Length")
+            if length is not None:
+                headers["content-length"] = length
+            yield StreamedPart(headers, _whole(response.iter_content(CHUNK_BYTES), length))
 
     @contextlib.contextmanager
     def retrieve_series(
@@ -416,9 +441,19 @@ class StreamedPart:
 def _translate_stream(parts: Iterator[Part]) -> Iterator[StreamedPart]:
     try:
         for part in parts:
-            yield StreamedPart(part)
+            yield StreamedPart(part.headers, part.iter_chunks())
     except MultipartError as error:
         raise RetryableError(f"the retrieve response broke off: {type(error).__name__}") from None
+
+
+def _whole(chunks: Iterator[bytes], length: str | None) -> Iterator[bytes]:
+    """A single-part body, ended only at its Content-Length (or the chunked encoding's end)."""
+    received = 0
+    for chunk in translate_chunks(chunks):
+        received += len(chunk)
+        yield chunk
+    if length is not None and received != int(length):
+        raise RetryableError("the instance response broke off before its Content-Length")
 
 
 def _tier_not_supported() -> PermanentError:

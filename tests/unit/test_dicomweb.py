@@ -782,6 +782,62 @@ def test_an_instance_response_with_two_parts_is_retryable(server: FakeServer, cl
         b"".join(part.iter_chunks())
 
 
+def single_part(body: bytes) -> Reply:
+    return Reply(200, body, {"Content-Type": "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"})
+
+
+def test_the_healthcare_sends_an_instance_as_stored_in_a_single_part(
+    server: FakeServer, healthcare: DicomWebClient
+) -> None:
+    server.replies(single_part(b"the instance"))
+
+    with healthcare.retrieve_instance(HEALTHCARE_SERIES, SOP, "*") as part:
+        assert b"".join(part.iter_chunks()) == b"the instance"
+        assert part.headers["content-type"] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"
+        assert part.headers["content-length"] == "12"
+
+    (seen,) = server.seen
+    assert seen.path == f"/v1/{STORE}/dicomWeb/studies/{STUDY}/series/{SERIES}/instances/{SOP}"
+    assert seen.headers["accept"] == "application/dicom; transfer-syntax=*"
+
+
+def test_a_transcoded_instance_from_the_healthcare_is_still_multipart(
+    server: FakeServer, healthcare: DicomWebClient
+) -> None:
+    """Only the bytes as stored have the single-part form (the reference: RetrieveInstance, `*`)."""
+    server.replies(multipart(b"x"))
+
+    with healthcare.retrieve_instance(HEALTHCARE_SERIES, SOP, "1.2.840.10008.1.2.1") as part:
+        assert b"".join(part.iter_chunks()) == b"x"
+
+    assert server.seen[0].headers["accept"] == accept_header("1.2.840.10008.1.2.1")
+
+
+def test_a_single_part_instance_cut_short_is_retryable(
+    server: FakeServer, healthcare: DicomWebClient
+) -> None:
+    reply = single_part(b"x" * (3 * 1024 * 1024))
+    server.replies(Reply(200, reply.body[: 2 * 1024 * 1024], reply.headers, content_length=len(reply.body)))
+
+    with (
+        pytest.raises(RetryableError, match="broke off"),
+        healthcare.retrieve_instance(HEALTHCARE_SERIES, SOP, "*") as part,
+    ):
+        b"".join(part.iter_chunks())
+
+
+def test_a_single_part_answer_of_another_type_is_retryable(
+    server: FakeServer, healthcare: DicomWebClient
+) -> None:
+    server.replies(multipart(b"x"))
+
+    with (
+        pytest.raises(RetryableError, match="not application/dicom"),
+        healthcare.retrieve_instance(HEALTHCARE_SERIES, SOP, "*"),
+    ):
+        pass
+
+
 def test_metadata_is_returned_as_sent_once_it_parses(server: FakeServer, client: DicomWebClient) -> None:
     body = json.dumps([qido(sop) for sop in sops(50)]).encode()
     server.replies(json_reply(json.loads(body)))
