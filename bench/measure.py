@@ -176,7 +176,10 @@ def run_ceiling(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
 
 def run_stow_ceiling(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     """Bare STOW-RS of the archived objects into a store at the worker's concurrency: download each
-    object, POST it as one part; no parsing, comparison or verification (the ceiling for restore)."""
+    object, POST it as one part; no parsing, comparison or verification (the ceiling for restore).
+    With `read_back`, each instance is then also read back whole (single part, `transfer-syntax=*`) and
+    its bytes compared with the object's: the least a verified restore must move, with no other work."""
+    read_back = bool(spec.get("read_back"))
     concurrency = int(spec["concurrency"])
     session = loopback_session(concurrency + 4)
     bucket = storage_client(concurrency + 4).bucket(spec["bucket"])
@@ -185,6 +188,7 @@ def run_stow_ceiling(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     url = f"{series_root(spec)}/studies"
     boundary = "bench-stow-boundary"
     headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+    single_part = {"Accept": "application/dicom; transfer-syntax=*"}
 
     def store(name: str) -> int:
         data = bucket.blob(name).download_as_bytes()
@@ -197,6 +201,13 @@ def run_stow_ceiling(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         )
         response = session.post(url, data=body, headers=headers)
         response.raise_for_status()
+        if read_back:
+            uid = name.rpartition("/")[2].removesuffix(".dcm")
+            instance = f"{series_url(spec)}/instances/{uid}"
+            with session.get(instance, headers=single_part, stream=True) as back:
+                back.raise_for_status()
+                if back.raw.read() != data:  # whole, in one call: the least work requests allows
+                    raise RuntimeError(f"instance {uid} read back other bytes")
         return len(data)
 
     def work() -> dict[str, Any]:

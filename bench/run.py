@@ -191,6 +191,7 @@ def restore_run(bench: Bench, series: Series, prefix: str, system: str) -> dict[
     store = bench.new_store()
     spec: dict[str, Any] = {
         "kind": "worker" if system == "worker" else "stow_ceiling",
+        "read_back": system == report.READ_BACK_CEILING,
         "action": "restore",
         "store": store,
         "study": series.study,
@@ -207,11 +208,13 @@ def restore_run(bench: Bench, series: Series, prefix: str, system: str) -> dict[
 
 
 def run_restore(bench: Bench, results: report.Results, runs: int, quick: bool, progress: Progress) -> None:
-    """Restore against a bare STOW ceiling (500 x 0.5 MB, alternating, paired by repetition); then the
+    """Restore against a bare STOW ceiling, and against the same with a bare read-back of every
+    instance (500 x 0.5 MB, rotating order, paired by repetition); then the
     worker's peak RSS restoring a 100 MB and a 2 GB series of 5 MB instances."""
     for repetition in range(runs):
         series, prefix = archived(bench, 500, 500_000)
-        order = ("worker", "ceiling") if repetition % 2 == 0 else ("ceiling", "worker")
+        systems = ("worker", "ceiling", report.READ_BACK_CEILING)
+        order = systems[repetition % 3 :] + systems[: repetition % 3]
         for system in order:
             run = restore_run(bench, series, prefix, system)
             results.restore.setdefault(SMALL, {}).setdefault(system, []).append(run)
