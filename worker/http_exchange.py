@@ -74,11 +74,13 @@ class _Watchdog:
     def guard(self, response: requests.Response, deadline: float) -> Iterator[_Guard]:
         guard = _Guard(response)
         with self._lock:
+            sooner = not self._heap or deadline < self._heap[0][0]
             heapq.heappush(self._heap, (deadline, next(self._ids), guard))
             if self._thread is None:  # started on first use, never at import
                 self._thread = threading.Thread(target=self._run, name="http-watchdog", daemon=True)
                 self._thread.start()
-            self._lock.notify()
+            if sooner:  # else the thread wakes no later than it must (requests mostly share a deadline)
+                self._lock.notify()
         try:
             yield guard
         finally:

@@ -1043,6 +1043,37 @@ def test_a_retrieve_ends_at_its_deadline(server: FakeServer, client: DicomWebCli
     assert time.monotonic() - started < 5.0
 
 
+def test_an_exchange_with_a_sooner_deadline_ends_at_it_while_a_later_one_runs(
+    server: FakeServer, client: DicomWebClient
+) -> None:
+    """The watchdog wakes for a deadline sooner than every one it holds, not only for the first."""
+    slow = multipart(b"x" * 60)
+    server.replies(*[Reply(200, slow.body, headers=slow.headers, trickle=0.05)] * 2)
+    outcome: list[BaseException] = []
+
+    def far() -> None:
+        try:
+            with client.retrieve_instance(DICOMWEB_SERIES, SOP, "*", deadline=time.monotonic() + 60) as part:
+                b"".join(part.iter_chunks())
+        except BaseException as error:
+            outcome.append(error)
+
+    first = threading.Thread(target=far)
+    first.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+
+    with (
+        pytest.raises(RetryableError, match="outlived its deadline"),
+        client.retrieve_instance(DICOMWEB_SERIES, SOP, "*", deadline=time.monotonic() + 1.0) as part,
+    ):
+        b"".join(part.iter_chunks())
+
+    assert time.monotonic() - started < 2.5  # the body alone takes about 6 s
+    first.join()
+    assert outcome == []  # the far deadline did not end the first exchange
+
+
 def test_a_body_read_whole_has_a_size_cap(
     server: FakeServer, client: DicomWebClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
