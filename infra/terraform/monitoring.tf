@@ -278,6 +278,38 @@ resource "google_monitoring_alert_policy" "empty_sweep" {
   }
 }
 
+# The oldest request waiting on the push subscription: past the subscription's
+# retention (7 days) Pub/Sub drops it with no dead letter and no event, so
+# warn well before (README: Scaling, Pub/Sub backlog).
+resource "google_monitoring_alert_policy" "request_backlog_age" {
+  count = local.monitoring_count
+
+  project               = var.project_id
+  display_name          = "${var.name}: a request has waited over ${var.alert_backlog_age_hours} h"
+  combiner              = "OR"
+  notification_channels = var.notification_channels
+  user_labels           = local.labels
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "The oldest request on `${var.name}-push` has waited more than ${var.alert_backlog_age_hours} hours; after 7 days Pub/Sub drops it without an event. Sweep in smaller slices, raise max_instance_count within the Healthcare API quota, or raise the quota."
+  }
+
+  conditions {
+    display_name = "oldest unacknowledged request"
+    condition_threshold {
+      filter          = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.push.name}\" AND metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.alert_backlog_age_hours * 3600
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+    }
+  }
+}
+
 # --- Dashboard -------------------------------------------------------------------
 
 resource "google_monitoring_dashboard" "worker" {
@@ -297,5 +329,6 @@ resource "google_monitoring_dashboard" "worker" {
     failed_events_alert    = google_monitoring_alert_policy.failed_events[0].name
     function_errors_alert  = google_monitoring_alert_policy.function_errors[0].name
     empty_sweep_alert      = google_monitoring_alert_policy.empty_sweep[0].name
+    backlog_age_alert      = google_monitoring_alert_policy.request_backlog_age[0].name
   })
 }

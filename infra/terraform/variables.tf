@@ -689,3 +689,14 @@ variable "dicomweb_secret_version" {
     error_message = "dicomweb_secret_version must be latest or a version number."
   }
 }
+
+variable "alert_backlog_age_hours" {
+  description = "Alert when the oldest request on the push subscription has waited longer than this many hours (Pub/Sub drops it unanswered after the subscription's 7-day retention)."
+  type        = number
+  default     = 72
+
+  validation {
+    condition     = var.alert_backlog_age_hours >= 1 && var.alert_backlog_age_hours < 168
+    error_message = "alert_backlog_age_hours must be between 1 and 167 (below the 7-day retention)."
+  }
+}

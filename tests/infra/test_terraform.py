@@ -904,7 +904,7 @@ def test_the_pubsub_agent_may_write_the_audit_table_only(module: Module) -> None
 # ---------------------------------------------------------------------------
 
 _METRICS = ("completion_events", "instances", "bytes", "empty_sweeps")
-_ALERTS = ("dead_letter_backlog", "failed_events", "function_errors", "empty_sweep")
+_ALERTS = ("dead_letter_backlog", "failed_events", "function_errors", "empty_sweep", "request_backlog_age")
 
 
 def _extracted_fields(module: Module) -> set[str]:
@@ -984,6 +984,14 @@ def test_every_alert_policy_notifies_the_given_channels(module: Module) -> None:
         "condition_threshold",
     )
     assert "google_logging_metric.empty_sweeps[0].name" in sweep["filter"]
+    age = _block(
+        _block(module.resource("google_monitoring_alert_policy", "request_backlog_age"), "conditions"),
+        "condition_threshold",
+    )
+    assert "oldest_unacked_message_age" in age["filter"]
+    assert "google_pubsub_subscription.push.name" in age["filter"]
+    assert age["threshold_value"] == "${var.alert_backlog_age_hours * 3600}"
+    assert module.default("alert_backlog_age_hours") * 3600 < 604800  # before the subscription drops it
 
 
 def test_the_dashboard_renders_to_json_showing_every_metric_and_alert(module: Module) -> None:
@@ -1001,7 +1009,8 @@ def test_the_dashboard_renders_to_json_showing_every_metric_and_alert(module: Mo
         assert f"{variable}-value" in queries, variable
     alerts = [w["alertChart"]["name"] for w in widgets if "alertChart" in w]
     assert sorted(alerts) == sorted(
-        f"{a}_alert-value" for a in ("dead_letter", "failed_events", "function_errors", "empty_sweep")
+        f"{a}_alert-value"
+        for a in ("dead_letter", "failed_events", "function_errors", "empty_sweep", "backlog_age")
     )
     for variable in ("dead_letter_pull", "audit_dead_letter_pull", "push_subscription"):
         assert f"{variable}-value" in queries, variable
