@@ -138,7 +138,7 @@ def test_a_message_delivered_twice_counts_once_and_unreadable_lines_are_named(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     once = event("retrieve", instanceCount=1, bytes=10)
-    rows: list[Any] = [once, once, "not json", {"requestId": "x"}, [1, 2], "", event("delete", deleted=True)]
+    rows: list[Any] = [once, once, "not json", {"requestId": "x"}, "[1]", "", event("delete", deleted=True)]
     code, out, err = run_cli(capsys, "report", "--file", write_lines(tmp_path, rows), "--format", "json")
     assert code == EXIT_OK
     summary = json.loads(out)
@@ -257,3 +257,16 @@ def test_without_matplotlib_the_chart_is_refused_before_anything_is_read(
         " pip install -r requirements-bench.txt"
     )
     assert not chart.exists()
+
+
+def test_the_json_array_of_bq_query(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`bq query --format=json` prints the rows as one JSON array: each element is a row."""
+    rows = [
+        {**event("tier", storageClass="ARCHIVE", inClassCount=4, instanceCount=4), "message_id": "1"},
+        {**failed("tier_failed", action="tier"), "message_id": "2"},
+        {**failed("tier_failed", action="tier"), "message_id": "2"},
+        "not a row",
+    ]
+    summary = report_json(capsys, "--file", write_lines(tmp_path, [json.dumps(rows)]))
+    assert (summary["events"], summary["duplicates"], summary["unreadable"]) == (2, 1, 1)
+    assert groups(summary) == {("tier", "succeeded"): (1, 1, 4, 0), ("tier", "failed"): (1, 1, 0, 0)}

@@ -9,7 +9,8 @@ copy time grows with, and says so.
 A line of the file may be an event as the worker publishes it (`events --format json` prints those), a
 row of the audit table exported from BigQuery (the event's fields as columns, INT64 columns as strings,
 beside the metadata columns message_id, publish_time, attributes), or a row holding the event as a JSON
-string (or base64 of one) in a `data` column. Anything else is counted as unreadable, with its line.
+string (or base64 of one) in a `data` column; a line holding a JSON array of rows (`bq query
+--format=json`) counts each. Anything else is counted as unreadable, with its line.
 """
 
 from __future__ import annotations
@@ -147,16 +148,21 @@ class Reading:
 
 
 def read_lines(lines: Iterable[str]) -> Reading:
+    """JSON lines; a line holding a JSON array (`bq query --format=json`) is a row per element."""
     reading = Reading()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        row = _json_object(line)
-        if row is None:
-            reading.add(None, number)
-            continue
-        message_id = row.get("message_id")  # an audit table row: the Pub/Sub message it came from
-        reading.add(as_event(row), number, message_id if isinstance(message_id, str) else None)
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):
+            value = None
+        for row in value if isinstance(value, list) else [value]:
+            if not isinstance(row, dict):
+                reading.add(None, number)
+                continue
+            message_id = row.get("message_id")  # an audit table row: the Pub/Sub message it came from
+            reading.add(as_event(row), number, message_id if isinstance(message_id, str) else None)
     return reading
 
 
