@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import pytest
 
@@ -278,6 +279,53 @@ def test_submit_search_makes_one_event_which_events_prints(
     assert event["action"] == "search"
     assert event["instanceCount"] == INSTANCES_PER_SERIES
     assert deployment.no_more_events(0.3) == []  # `events` acked it
+
+
+def test_report_pulls_the_completion_events_and_summarises_them(
+    stack: Stack,
+    healthcare: HealthcareEmulator,
+    dicom_store: str,
+    deploy: Callable[..., Deployment],
+    tmp_path: Path,
+) -> None:
+    [series] = seed(healthcare, dicom_store, studies=1, series_per_study=1)
+    deployment = deploy()
+    env = cli_env(stack, deployment)
+    missing = f"{dicom_store}/dicomWeb/studies/{series.study_uid}/series/1.2.826.0.1.3680043.9.7433.9"
+    for action, path in (
+        ("search", series_path(dicom_store, series)),
+        ("search", missing),
+        ("delete", series_path(dicom_store, series)),  # the deployment does not delete: delete_disabled
+    ):
+        submitted = cli(env, "submit", action, path)
+        assert submitted.returncode == 0, submitted.stderr
+    chart = tmp_path / "report.png"
+
+    shown = cli(
+        env,
+        "report",
+        "--subscription",
+        deployment.completion_subscription,
+        "--format",
+        "json",
+        "--max",
+        "3",
+        "--wait",
+        "20",
+        "--chart",
+        str(chart),
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    summary = json.loads(one_line(shown.stdout))
+    assert (summary["events"], summary["duplicates"], summary["unreadable"]) == (3, 0, 0)
+    groups = {(g["action"], g["status"]): (g["events"], g["instances"]) for g in summary["byActionStatus"]}
+    assert groups == {("search", "succeeded"): (2, INSTANCES_PER_SERIES), ("delete", "failed"): (1, 0)}
+    assert summary["failuresByCode"] == [{"code": "delete_disabled", "events": 1}]
+    largest = [(s["seriesInstanceUID"], s["instances"]) for s in summary["largestSeries"]]
+    assert largest == [(series.series_uid, INSTANCES_PER_SERIES), ("1.2.826.0.1.3680043.9.7433.9", 0)]
+    assert chart.read_bytes()[:4] == b"\x89PNG"
+    assert deployment.no_more_events(0.3) == []  # `report` acked what it read
 
 
 def test_run_publishes_its_event_and_events_prints_it_as_a_table(
