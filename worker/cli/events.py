@@ -47,15 +47,20 @@ def add_parser(commands: argparse._SubParsersAction[Parser], parents: Sequence[P
     )
     events.add_argument("--follow", action="store_true", help="keep pulling until Ctrl-C")
     events.add_argument("--format", choices=("table", "json"), default="table", help="default: table")
-    events.add_argument("--max", type=positive_int, metavar="N", help="stop after N events")
-    events.add_argument(
+    pull_arguments(events, "without --follow")
+    events.set_defaults(handler=cmd_events)
+
+
+def pull_arguments(parser: argparse.ArgumentParser, when: str) -> None:
+    """--max and --wait: when pulling from a subscription stops (`events`, `report`)."""
+    parser.add_argument("--max", type=positive_int, metavar="N", help="stop after N messages")
+    parser.add_argument(
         "--wait",
         type=positive_float,
         default=5.0,
         metavar="SECONDS",
-        help="without --follow: stop when a pull brings nothing for this long (default: 5)",
+        help=f"{when}: stop when a pull brings nothing for this long (default: 5)",
     )
-    events.set_defaults(handler=cmd_events)
 
 
 def check_subscription(subscription: str) -> None:

@@ -33,11 +33,10 @@ from worker.cli.arguments import (
     Parser,
     UsageError,
     add_command,
-    positive_float,
     positive_int,
 )
 from worker.cli.clients import Clients, make
-from worker.cli.events import check_subscription, pull_batches
+from worker.cli.events import check_subscription, pull_arguments, pull_batches
 from worker.cli.output import human_size, print_error, reason
 from worker.cli.table import short_uid
 
@@ -71,14 +70,7 @@ def add_parser(commands: argparse._SubParsersAction[Parser], parents: Sequence[P
     report.add_argument("--format", choices=("table", "json"), default="table", help="default: table")
     report.add_argument("--chart", metavar="PATH.png", help="also write a PNG chart there")
     report.add_argument("--top", type=positive_int, default=10, metavar="N", help="largest series shown (10)")
-    report.add_argument("--max", type=positive_int, metavar="N", help="--subscription: stop after N messages")
-    report.add_argument(
-        "--wait",
-        type=positive_float,
-        default=5.0,
-        metavar="SECONDS",
-        help="--subscription: stop when a pull brings nothing for this long (default: 5)",
-    )
+    pull_arguments(report, "--subscription")
     report.set_defaults(handler=cmd_report)
 
 
