@@ -2,7 +2,7 @@
 imports it: nothing main.py imports may import this package.
 
     program      the usage text, the parser and `main` (dispatch; a usage error printed as one line)
-    submit, fan_out, run, events      one module per command: its arguments and its handler
+    submit, fan_out, run, events, report   one module per command: its arguments and its handler
     arguments    exit statuses, `UsageError`, the argument types and the arguments commands share
     checks       the worker's own checks (settings, request, server kind) as usage errors
     clients      the Pub/Sub, DICOMweb and worker clients, made only when a command needs one
