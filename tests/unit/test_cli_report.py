@@ -165,16 +165,25 @@ def test_rows_exported_from_the_audit_table(capsys: pytest.CaptureFixture[str], 
         "message_id": "1003",
         "data": base64.b64encode(json.dumps(failed("source_refused")).encode()).decode(),
     }
-    rows = [as_columns, as_columns, as_data, as_bytes, {"message_id": "1004", "data": "not an event"}]
+    flattened = {**failed("source_refused"), "message_id": "1005"}
+    flattened["error"] = json.dumps(flattened["error"])  # a RECORD some exports write as JSON text
+    rows = [
+        as_columns,
+        as_columns,
+        as_data,
+        as_bytes,
+        {"message_id": "1004", "data": "not an event"},
+        flattened,
+    ]
     summary = report_json(capsys, "--file", write_lines(tmp_path, rows))
 
-    assert (summary["events"], summary["duplicates"], summary["unreadable"]) == (3, 1, 1)
+    assert (summary["events"], summary["duplicates"], summary["unreadable"]) == (4, 1, 1)
     assert groups(summary) == {
         ("archive", "succeeded"): (1, 1, 12, 4096),
         ("retrieve", "succeeded"): (1, 1, 2, 20),
-        ("retrieve", "failed"): (1, 1, 0, 0),
+        ("retrieve", "failed"): (2, 2, 0, 0),
     }
-    assert summary["failuresByCode"] == [{"code": "source_refused", "events": 1}]
+    assert summary["failuresByCode"] == [{"code": "source_refused", "events": 2}]
 
 
 def test_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
