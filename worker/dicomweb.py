@@ -38,7 +38,7 @@ from worker.http_exchange import (
     translate_chunks,
 )
 from worker.media_type import parse_content_type
-from worker.models import DicomStore, Instance, Operation, SeriesRef, Stow, is_uid
+from worker.models import DicomStore, Instance, Operation, SeriesMetrics, SeriesRef, Stow, is_uid
 from worker.multipart import MultipartError, Part, boundary_from_content_type, iter_parts
 from worker.orthanc import OrthancRest
 from worker.settings import Settings
@@ -108,9 +108,9 @@ class DicomWebClient:
 
         return self._search_all(url, params, page_size, parse)
 
-    def series_instance_count(self, series: SeriesRef) -> int | None:
-        """The series' instance count from the Healthcare API's getSeriesMetrics (0 when the series is
-        absent); None on a DICOMWEB_URL server, which has no such method."""
+    def series_metrics(self, series: SeriesRef) -> SeriesMetrics | None:
+        """The series' instance count and stored bytes from the Healthcare API's getSeriesMetrics (a count
+        of 0 when the series is absent); None on a DICOMWEB_URL server, which has no such method."""
         if not self.healthcare:
             return None
         url = f"{self.root(series)}/{series.dicomweb_path}:getSeriesMetrics"
@@ -118,12 +118,11 @@ class DicomWebClient:
             with self._http.request("GET", url) as response:
                 body = json_body(response, "the series metrics", dict)
         except SourceGone:
-            return 0
-        count = body.get("instanceCount", "0")
-        text = str(count) if isinstance(count, str | int) and not isinstance(count, bool) else ""
-        if not text.isdigit() or len(text) > 18:
+            return SeriesMetrics(0)
+        count = _int64(body.get("instanceCount", "0"))
+        if count is None:
             raise PermanentError(Code.SOURCE_INVALID_RESPONSE, "the series metrics hold no usable count")
-        return int(text)
+        return SeriesMetrics(count, _int64(body.get("blobStorageSizeBytes")))
 
     def search_series(
         self, store: DicomStore | None, study_uid: str | None, filters: Mapping[str, str], page_size: int
@@ -420,20 +419,27 @@ def check_operation_name(name: str, store: DicomStore) -> None:
         )
 
 
-class StreamedPart:
-    """One part of a retrieve response: its headers and its body as chunks, streamed as it arrives.
+def _int64(value: object) -> int | None:
+    """An int64 of a Healthcare API answer (a string of digits, or a number); None if it is not one."""
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    return int(text) if text.isdigit() and len(text) <= 18 else None
 
-    A body cut short (the connection dropped, the closing delimiter missing) raises RetryableError,
-    never a short last chunk taken for the end.
+
+class StreamedPart:
+    """One instance of a retrieve response: its (part) headers and its body as chunks, streamed as it
+    arrives, once.
+
+    A body cut short (the connection dropped, the closing delimiter missing, fewer bytes than its
+    Content-Length) raises RetryableError, never a short last chunk taken for the end.
     """
 
-    def __init__(self, part: Part) -> None:
-        self.headers: Mapping[str, str] = part.headers
-        self._part = part
+    def __init__(self, headers: Mapping[str, str], chunks: Iterator[bytes]) -> None:
+        self.headers = headers
+        self._chunks = chunks
 
     def iter_chunks(self) -> Iterator[bytes]:
         try:
-            yield from self._part.iter_chunks()
+            yield from self._chunks
         except MultipartError as error:
             raise RetryableError(f"the retrieve response broke off: {type(error).__name__}") from None
 

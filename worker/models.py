@@ -247,6 +247,20 @@ class Operation:
         return cls(body["name"], bool(body.get("done")), error if isinstance(error, dict) else None)
 
 
+@dataclass(frozen=True)
+class SeriesMetrics:
+    """The Healthcare API's own figures of a series (getSeriesMetrics); `blob_bytes` None when not given."""
+
+    instance_count: int
+    blob_bytes: int | None = None
+
+    @property
+    def average_instance_bytes(self) -> int | None:
+        if self.blob_bytes is None or self.instance_count <= 0:
+            return None
+        return self.blob_bytes // self.instance_count
+
+
 class Stow(StrEnum):
     """What a STOW-RS of one instance did."""
 

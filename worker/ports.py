@@ -12,7 +12,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject, Stow
+from worker.models import (
+    DicomStore,
+    GcsLocation,
+    Instance,
+    Operation,
+    SeriesMetrics,
+    SeriesRef,
+    StoredObject,
+    Stow,
+)
 
 
 class Part(Protocol):
@@ -33,7 +42,7 @@ class DicomWebSource(Protocol):
 
     def search_instances(self, series: SeriesRef, page_size: int) -> list[Instance]: ...
 
-    def series_instance_count(self, series: SeriesRef) -> int | None: ...
+    def series_metrics(self, series: SeriesRef) -> SeriesMetrics | None: ...
 
     def search_series(
         self, store: DicomStore | None, study_uid: str | None, filters: Mapping[str, str], page_size: int

@@ -56,6 +56,7 @@ class Action(StrEnum):
 
 
 class Mode(StrEnum):
+    AUTO = "auto"  # per series, from its average instance size (worker/retrieve.py, choose_mode)
     INSTANCES = "instances"  # one RetrieveInstance request per instance, concurrent, retried one by one
     SERIES = "series"  # one RetrieveSeries request, split as it streams
 
@@ -78,7 +79,7 @@ class StorageClass(StrEnum):
 class RetrieveOptions:
     transfer_syntax: str = "*"
     include_metadata: bool = False
-    mode: Mode = Mode.INSTANCES
+    mode: Mode = Mode.AUTO
     method: RestoreMethod = RestoreMethod.STOW
     storage_class: StorageClass | None = None  # tier: required
 
@@ -304,11 +305,11 @@ def _options(action: Action, value: object) -> RetrieveOptions:
     include_metadata = value.get("includeMetadata", False)
     if not isinstance(include_metadata, bool):
         raise invalid("options.includeMetadata must be true or false")
-    mode = value.get("mode", "instances")
+    mode = value.get("mode", "auto")
     try:
         mode = Mode(mode)
     except ValueError:
-        raise invalid("options.mode must be 'instances' or 'series'") from None
+        raise invalid("options.mode must be 'auto', 'instances' or 'series'") from None
     try:
         method = RestoreMethod(value.get("method", "stow"))
     except ValueError:

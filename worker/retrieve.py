@@ -1,7 +1,9 @@
 """Action `retrieve`: copy a series into Cloud Storage byte for byte, streaming, concurrent, idempotent.
 
 Objects are named `{prefix}/{study}/{series}/{sop}.dcm` (the layout of the Healthcare API's export,
-which `dicomStores.import` reads back). Each is written create-only; an object this worker already
+which `dicomStores.import` reads back). Mode `auto` (the default) reads a series of small instances with
+one RetrieveSeries request and one of large instances with a RetrieveInstance each (`choose_mode`).
+Each is written create-only; an object this worker already
 wrote for the same instance and transfer syntax counts as done (it was checked end to end when it was
 written); any other existing object is compared with the source's bytes, and one that differs is never
 overwritten. So a redelivered or continued request finishes without duplicates, holes or re-uploads.
@@ -20,13 +22,13 @@ from worker.errors import Code, InstanceGone, ObjectExists, PermanentError, Retr
 from worker.job import HandedOn, Job, Outcome
 from worker.layout import METADATA_NAME, SeriesFolder
 from worker.manifest import Copied, write_manifest
-from worker.models import GcsLocation, Instance, StoredObject, is_uid
+from worker.models import GcsLocation, Instance, SeriesMetrics, StoredObject, is_uid
 from worker.multipart import content_type_params
 from worker.part10 import peek_identity
 from worker.pool import BoundedPool
 from worker.ports import Part
 from worker.request import Mode
-from worker.search import find_instances
+from worker.search import find_series
 from worker.storage import SMALL_OBJECT_BYTES, measure
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,22 @@ _R = TypeVar("_R")
 WRITER = "dicom-series-worker"
 INSTANCE_RETRY_SLACK_SECONDS = 30.0
 SERIES_BUFFER_BYTES = 32 * 1024 * 1024  # mode series: parts read ahead and waiting on their upload
+SERIES_MODE_MAX_BYTES = SMALL_OBJECT_BYTES  # mode auto: series mode up to this average instance size
+
+
+def choose_mode(requested: Mode, metrics: SeriesMetrics | None) -> Mode | None:
+    """The mode to copy a series in; None when `auto` has no average size to go by (a DICOMweb server
+    without series metrics): the first part of a RetrieveSeries response decides (`_copy_series_stream`).
+
+    RetrieveSeries streams a series in one request, which suits many small instances (a round trip per
+    instance saved); it streams parts one after the other, so large instances go faster each in its
+    own RetrieveInstance, concurrently, each upload streaming in one request."""
+    if requested is not Mode.AUTO:
+        return requested
+    average = metrics.average_instance_bytes if metrics is not None else None
+    if average is None:
+        return None
+    return Mode.SERIES if average <= SERIES_MODE_MAX_BYTES else Mode.INSTANCES
 
 
 class SeriesCopy:
@@ -47,6 +65,7 @@ class SeriesCopy:
         self.transfer_syntax = job.request.options.transfer_syntax
         self.folder = SeriesFolder(destination, job.request.series)
         self.present: dict[str, StoredObject] | None = None  # the series folder's objects, once listed
+        self.mode: Mode | None = None  # how copy_all read the series (the event's `mode`)
 
     @property
     def exchange_deadline(self) -> float:
@@ -208,12 +227,20 @@ class SeriesCopy:
             return self.present.get(name)
         return self.job.storage.stat(self.destination.bucket, name)
 
-    def copy_all(self, instances: list[Instance]) -> dict[str, Copied] | HandedOn:
+    def copy_all(
+        self, instances: list[Instance], metrics: SeriesMetrics | None = None
+    ) -> dict[str, Copied] | HandedOn:
         # One listing of the series' folder instead of one metadata request per instance: a redelivery
         # or continuation of a large series skips what is done at almost no cost.
         self.present = {item.name: item for item in self.job.storage.list(self.folder.location)}
         done: dict[str, Copied] = {}
-        if self.job.request.options.mode is Mode.SERIES:
+        self.mode = choose_mode(self.job.request.options.mode, metrics)
+        requested = self.job.request.options.mode
+        if requested is Mode.AUTO and all(
+            self.object_name(item.sop_uid) in self.present for item in instances
+        ):
+            self.mode = Mode.INSTANCES  # every object there already: settled one by one, nothing streamed
+        if self.mode is not Mode.INSTANCES:
             try:
                 self._copy_series_stream(instances, done)
             except RetryableError as error:
@@ -221,6 +248,7 @@ class SeriesCopy:
                     "series retrieve broke off; going on instance by instance",
                     extra={"reason": str(error), "copied": len(done)},
                 )
+            self.mode = self.mode or Mode.SERIES  # an auto stream that broke before its first part
         pending = [instance for instance in instances if instance.sop_uid not in done]
         handed = self._copy_concurrently(pending, done)
         return handed or done
@@ -231,7 +259,9 @@ class SeriesCopy:
         A part small enough for a single-request upload (its Content-Length at most SMALL_OBJECT_BYTES)
         is read whole and uploaded by a pool while the stream goes on, at most CONCURRENCY parts and
         SERIES_BUFFER_BYTES of them at a time (so a series of 5 MB parts holds a few, not sixteen); a
-        larger one, or one of unknown length, streams into its upload inline.
+        larger one, or one of unknown length, streams into its upload inline. Mode auto without an
+        average size (self.mode None) goes on only if the first part is small; else it stops before
+        reading that part and every instance is copied by RetrieveInstance (self.mode INSTANCES).
         """
         wanted = {instance.sop_uid: instance for instance in instances}
 
@@ -248,11 +278,17 @@ class SeriesCopy:
                     for part in parts:
                         if self.job.remaining() <= 0:
                             break
+                        length = _content_length(part.headers)
+                        if self.mode is None:  # auto: the first part's length decides
+                            self.mode = (
+                                Mode.SERIES if 0 <= length <= SERIES_MODE_MAX_BYTES else Mode.INSTANCES
+                            )
+                            if self.mode is Mode.INSTANCES:
+                                break
                         identity, chunks = peek_identity(part.iter_chunks())
                         instance = wanted.get(identity.sop_instance_uid or "")
                         if instance is None or instance.sop_uid in done:
                             continue  # added after the search, or not Part 10: the next search sees it
-                        length = _content_length(part.headers)
                         if 0 <= length <= SMALL_OBJECT_BYTES:
                             pool.wait_for_room(length)  # before the part is read: the budget bounds memory
                             body = [b"".join(chunks)]
@@ -313,11 +349,12 @@ def _content_length(headers: Mapping[str, str]) -> int:
 def copy_series(job: Job) -> Outcome:
     """Copy the whole series and write its manifest."""
     destination = job.destination()
-    instances = find_instances(job)
+    listing = find_series(job)
+    instances = listing.instances
     if not instances:
         raise PermanentError(Code.SERIES_NOT_FOUND, "the series has no instances in the source")
     copy = SeriesCopy(job, destination)
-    done = copy.copy_all(instances)
+    done = copy.copy_all(instances, listing.metrics)
     if isinstance(done, HandedOn):
         return done
     copied = [done[instance.sop_uid] for instance in instances]
@@ -329,6 +366,7 @@ def copy_series(job: Job) -> Outcome:
         "manifestUri": stored.uri,
         "uploadedCount": sum(1 for item in copied if item.uploaded),
         "skippedCount": sum(1 for item in copied if not item.uploaded),
+        "mode": str(copy.mode),
     }
     metadata_uri = _write_metadata(job, copy) if job.request.options.include_metadata else None
     if metadata_uri is not None:

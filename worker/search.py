@@ -11,7 +11,7 @@ from typing import Any
 from worker.errors import Code, PermanentError, SourceGone
 from worker.job import Job, Outcome
 from worker.layout import INSTANCES_NAME, SeriesFolder
-from worker.models import Instance
+from worker.models import Instance, SeriesMetrics
 
 RECHECK_SECONDS = 1.0  # a count that disagrees with the series metrics is searched once more after this
 SETTLE_MARGIN_SECONDS = 5.0  # the settling after deletes ends this long before the deadline
@@ -22,8 +22,12 @@ class Listing:
     """One search of a series, with the Healthcare API's own count of it where that exists."""
 
     instances: list[Instance]
-    metrics_count: int | None
+    metrics: SeriesMetrics | None
     absent: bool = False  # the store or study answered 404
+
+    @property
+    def metrics_count(self) -> int | None:
+        return None if self.metrics is None else self.metrics.instance_count
 
     @property
     def consistent(self) -> bool:
@@ -36,9 +40,9 @@ def list_series(job: Job) -> Listing:
     try:
         instances = job.dicomweb.search_instances(series, job.settings.search_page_size)
     except SourceGone:
-        return Listing([], job.dicomweb.series_instance_count(series), absent=True)
+        return Listing([], job.dicomweb.series_metrics(series), absent=True)
     ordered = sorted(instances, key=lambda i: (i.instance_number is None, i.instance_number or 0, i.sop_uid))
-    return Listing(ordered, job.dicomweb.series_instance_count(series))
+    return Listing(ordered, job.dicomweb.series_metrics(series))
 
 
 def complete_listing(job: Job) -> Listing:
@@ -60,13 +64,17 @@ def complete_listing(job: Job) -> Listing:
     return listing
 
 
-def find_instances(job: Job) -> list[Instance]:
-    """The series' instances in a stable order (instance number, then SOP UID), complete or nothing;
-    SERIES_NOT_FOUND when the store or study is not found."""
+def find_series(job: Job) -> Listing:
+    """The series' instances in a stable order (instance number, then SOP UID), complete or nothing,
+    with its metrics; SERIES_NOT_FOUND when the store or study is not found."""
     listing = complete_listing(job)
     if listing.absent:
         raise PermanentError(Code.SERIES_NOT_FOUND, "the DICOM store or study is not found (404)")
-    return listing.instances
+    return listing
+
+
+def find_instances(job: Job) -> list[Instance]:
+    return find_series(job).instances
 
 
 def settled(job: Job, lagging: Callable[[Instance], bool]) -> Listing:

@@ -49,8 +49,9 @@ def search_instances(run: Run) -> None:
     assert len(run.client.search_instances(SERIES, 2)) == 3  # pages of 2: three requests
 
 
-def series_instance_count(run: Run) -> None:
-    assert run.client.series_instance_count(SERIES) == 3
+def series_metrics(run: Run) -> None:
+    metrics = run.client.series_metrics(SERIES)
+    assert metrics is not None and metrics.instance_count == 3 and (metrics.blob_bytes or 0) > 0
 
 
 def search_series_of_study(run: Run) -> None:
@@ -123,9 +124,9 @@ def get_operation(run: Run) -> None:
 CALLS: list[tuple[str, str, Callable[[Run], None]]] = [
     ("search_instances", f"{M}.dicomStores.studies.series.searchForInstances", search_instances),
     (
-        "series_instance_count",
+        "series_metrics",
         f"{M}.dicomStores.dicomWeb.studies.series.getSeriesMetrics",
-        series_instance_count,
+        series_metrics,
     ),
     ("search_series", f"{M}.dicomStores.studies.searchForSeries", search_series_of_study),
     ("search_series", f"{M}.dicomStores.searchForSeries", search_series_of_store),

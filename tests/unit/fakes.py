@@ -21,7 +21,16 @@ from worker.continuation import KeyRing
 from worker.errors import Code, ObjectExists, PermanentError, RetryableError, SourceGone, WorkerError
 from worker.job import Job
 from worker.layout import SeriesFolder
-from worker.models import DicomStore, GcsLocation, Instance, Operation, SeriesRef, StoredObject, Stow
+from worker.models import (
+    DicomStore,
+    GcsLocation,
+    Instance,
+    Operation,
+    SeriesMetrics,
+    SeriesRef,
+    StoredObject,
+    Stow,
+)
 from worker.ports import DicomWebSource, EventPublisher, ObjectStore, Ports
 from worker.pubsub import Publisher
 from worker.request import Action, Message, SeriesRequest, parse_request
@@ -207,7 +216,7 @@ class FakeSource:
     before the nth call of a method (`at`, `store_at`: an instance stored meanwhile), have a call fail
     (`refuse`), or have one take effect and its answer be lost (`lose_answer`). `search_lag` searches
     still list deleted instances (a search lagging behind deletes); `metrics_offset` is added to the
-    series metrics count."""
+    series metrics count, and `metrics_bytes` (when set) replaces the bytes they report."""
 
     def __init__(self, series: SeriesRef | None = None, *, healthcare: bool = True) -> None:
         self.series = series or SeriesRef.parse(SERIES_PATH)
@@ -216,6 +225,7 @@ class FakeSource:
         self.absent = False  # the store or study answers 404
         self.search_lag = 0
         self.metrics_offset = 0
+        self.metrics_bytes: int | None = None
         self.operation_polls = 1  # polls of a delete operation before it is done
         self.operation_error: dict[str, Any] | None = None  # what a finished delete operation reports
         self.operations: dict[str, int] = {}  # name -> polls left
@@ -305,12 +315,17 @@ class FakeSource:
         self.pages += len(pages) + 1  # and the empty page that ends the listing
         return [instance for page in pages for instance in page]
 
-    def series_instance_count(self, series: SeriesRef) -> int | None:
-        self._enter("series_instance_count")
+    def series_metrics(self, series: SeriesRef) -> SeriesMetrics | None:
+        self._enter("series_metrics")
         if not self._healthcare:
             return None
         with self._lock:
-            return 0 if self.absent else len(self.instances) + self.metrics_offset
+            if self.absent:
+                return SeriesMetrics(0, 0)
+            stored = sum(len(body) for _, body in self.instances.values())
+            if self.metrics_bytes is not None:
+                stored = self.metrics_bytes
+            return SeriesMetrics(len(self.instances) + self.metrics_offset, stored)
 
     def search_series(
         self, store: DicomStore | None, study_uid: str | None, filters: Mapping[str, str], page_size: int

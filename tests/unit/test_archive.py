@@ -15,8 +15,10 @@ from worker.archive import archive
 from worker.errors import Code, PermanentError
 from worker.job import HandedOn
 from worker.models import DicomStore, GcsLocation, SeriesRef, StoredObject
-from worker.request import Action
+from worker.request import Action, Mode, RetrieveOptions
 from worker.retrieve import copy_series
+
+INSTANCES_MODE = RetrieveOptions(mode=Mode.INSTANCES)  # tests of RetrieveInstance's faults
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def test_an_instance_stored_during_the_copy_is_archived_too(fakes: Fakes) -> Non
     originals = fakes.source.add_series(2)
     originals[sop(3)] = fakes.source.store_at("retrieve_instance", 1, sop(3), number=3)
 
-    result = archive(fakes.job(Action.ARCHIVE))
+    result = archive(fakes.job(Action.ARCHIVE, options=INSTANCES_MODE))
 
     assert isinstance(result, dict)
     assert (result["rounds"], result["instanceCount"]) == (2, 3)
@@ -268,11 +270,11 @@ def test_an_earlier_requests_manifest_is_not_taken_for_this_ones(fakes: Fakes) -
 
 def test_objects_written_by_another_request_are_checked_against_the_source(fakes: Fakes) -> None:
     originals = fakes.source.add_series(3)
-    copied = copy_series(fakes.job(Action.RETRIEVE, request_id="an-earlier-retrieve"))
+    copied = copy_series(fakes.job(Action.RETRIEVE, request_id="an-earlier-retrieve", options=INSTANCES_MODE))
     assert isinstance(copied, dict)
     assert fakes.source.calls["retrieve_instance"] == 3
 
-    result = archive(fakes.job(Action.ARCHIVE, request_id="the-archive"))
+    result = archive(fakes.job(Action.ARCHIVE, request_id="the-archive", options=INSTANCES_MODE))
 
     assert isinstance(result, dict)
     assert (result["uploadedCount"], result["skippedCount"], result["deleted"]) == (0, 3, True)

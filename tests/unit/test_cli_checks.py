@@ -41,7 +41,10 @@ from worker.settings import Settings
             ["submit", "retrieve", SERIES_PATH, "--option", "includeMetadata=maybe"],
             "options.includeMetadata must be true or false",
         ),
-        (["submit", "retrieve", SERIES_PATH, "--option", "mode=fast"], "options.mode must be 'instances' or"),
+        (
+            ["submit", "retrieve", SERIES_PATH, "--option", "mode=fast"],
+            "options.mode must be 'auto', 'instances' or",
+        ),
         (["submit", "search", SERIES_PATH, "--request-id", "a b"], "requestId must be 1 to 128 characters"),
         (["run", "archive", SERIES_PATH, "--option", "transferSyntax=1.2"], "unknown options for archive"),
         (

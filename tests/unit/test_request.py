@@ -82,7 +82,7 @@ def test_series_as_healthcare_path() -> None:
     assert request.series.store is not None
     assert request.series.store.name == STORE
     assert request.destination is None
-    assert request.options == RetrieveOptions("*", False, Mode.INSTANCES)
+    assert request.options == RetrieveOptions("*", False, Mode.AUTO)
     assert request.instance_uid is None
     assert request.operation is None
     assert request.continuation == 0
@@ -173,10 +173,10 @@ def test_retrieve_options() -> None:
     assert request.options == RetrieveOptions("1.2.840.10008.1.2.1", True, Mode.SERIES)
 
 
-def test_retrieve_options_default_to_stored_bytes_one_request_per_instance() -> None:
+def test_retrieve_options_default_to_stored_bytes_and_the_mode_chosen_per_series() -> None:
     request = parse({"action": "retrieve", "series": SERIES_PATH, "options": {}})
 
-    assert request.options == RetrieveOptions("*", False, Mode.INSTANCES)
+    assert request.options == RetrieveOptions("*", False, Mode.AUTO)
 
 
 def test_archive_mode_option() -> None:
@@ -481,10 +481,10 @@ def test_options_that_are_not_an_object(options: object) -> None:
         ({"includeMetadata": "true"}, "options.includeMetadata must be true or false"),
         ({"includeMetadata": 1}, "options.includeMetadata must be true or false"),
         ({"includeMetadata": None}, "options.includeMetadata must be true or false"),
-        ({"mode": "fast"}, "options.mode must be 'instances' or 'series'"),
-        ({"mode": 1}, "options.mode must be 'instances' or 'series'"),
-        ({"mode": ["series"]}, "options.mode must be 'instances' or 'series'"),
-        ({"mode": "SERIES"}, "options.mode must be 'instances' or 'series'"),
+        ({"mode": "fast"}, "options.mode must be 'auto', 'instances' or 'series'"),
+        ({"mode": 1}, "options.mode must be 'auto', 'instances' or 'series'"),
+        ({"mode": ["series"]}, "options.mode must be 'auto', 'instances' or 'series'"),
+        ({"mode": "SERIES"}, "options.mode must be 'auto', 'instances' or 'series'"),
     ],
 )
 def test_options_of_the_wrong_type(options: dict[str, Any], named: str) -> None:

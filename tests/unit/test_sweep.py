@@ -507,7 +507,7 @@ def test_sweep_children_carry_the_then_options_only_of_their_action() -> None:
     assert child["options"] == {
         "transferSyntax": "1.2.840.10008.1.2.1",
         "includeMetadata": True,
-        "mode": "instances",
+        "mode": "auto",
     }
     assert json.loads(fakes.publisher.to(REQUEST_TOPIC)[0].data)["action"] == "retrieve"
 
