@@ -18,10 +18,12 @@ MB = 1_000_000
 MiB = 1024 * 1024
 
 SYSTEM_LABELS = {
+    "worker:auto": "worker, mode auto (default)",
     "worker:instances": "worker, mode instances",
     "worker:series": "worker, mode series",
     "baseline": "baseline (dicomweb-client)",
     "ceiling": "ceiling (bare streaming)",
+    "ceiling:two-requests": "ceiling, a large object in the worker's two requests",
 }
 
 
@@ -314,6 +316,67 @@ def targets(
     return found
 
 
+def large_targets(results: Results, larges: Sequence[str], medium: str) -> list[Target]:
+    """Issue 17's, of the default mode (auto): large instances near the ceiling in flat memory, 50 x 20 MB
+    near the ceiling, and no shape below the baseline."""
+    found: list[Target] = []
+
+    def ratio(label: str, other: str) -> float | None:
+        systems = results.retrieve.get(label, {})
+        runs, against = systems.get("worker:auto", []), systems.get(other, [])
+        return paired_ratio(runs, against) if runs and against else None
+
+    def add(name: str, value: float | None, shown: str, wanted: str, met: bool) -> None:
+        found.append(
+            Target(name, shown if value is not None else "", wanted, met if value is not None else None)
+        )
+
+    for label in larges:
+        of_ceiling, vs_base = ratio(label, "ceiling"), ratio(label, "baseline")
+        add(
+            f"retrieve {label}, mode auto: ≥ 80 % of the ceiling",
+            of_ceiling,
+            f"{fmt(100 * (of_ceiling or 0), 0)} %",
+            "≥ 80 %",
+            (of_ceiling or 0) >= 0.8,
+        )
+        add(
+            f"retrieve {label}, mode auto: ≥ 1.5x the baseline",
+            vs_base,
+            f"{fmt(vs_base or 0)}x",
+            "≥ 1.5x",
+            (vs_base or 0) >= 1.5,
+        )
+        runs = results.retrieve.get(label, {}).get("worker:auto", [])
+        peak = max((r["peak_rss"] for r in runs), default=None)
+        add(
+            f"retrieve {label}, mode auto: peak RSS ≤ 150 MB",
+            peak,
+            f"{fmt((peak or 0) / MB, 0)} MB",
+            "≤ 150 MB",
+            (peak or 0) <= 150 * MB,
+        )
+    of_ceiling = ratio(medium, "ceiling")
+    add(
+        f"retrieve {medium}, mode auto: ≥ 90 % of the ceiling",
+        of_ceiling,
+        f"{fmt(100 * (of_ceiling or 0), 0)} %",
+        "≥ 90 %",
+        (of_ceiling or 0) >= 0.9,
+    )
+    below = {label: ratio(label, "baseline") for label in results.retrieve}
+    measured = {label: value for label, value in below.items() if value is not None}
+    worst = min(measured.values(), default=None)
+    add(
+        "retrieve, mode auto: no shape below the baseline",
+        worst,
+        f"lowest {fmt(worst or 0)}x ({min(measured, key=measured.__getitem__) if measured else ''})",
+        "≥ 1x everywhere",
+        (worst or 0) >= 1,
+    )
+    return found
+
+
 def archive_ratio(results: Results) -> float:
     """Median over repetitions of archive seconds / retrieve seconds, each pair from the same repetition."""
     pairs = zip(results.archive.get("archive", []), results.archive.get("retrieve", []), strict=False)
@@ -572,10 +635,12 @@ def chart(results: Results, path: Path) -> None:
         return
     systems = list(SYSTEM_LABELS)
     colours = {
+        "worker:auto": "#2ca02c",
         "worker:instances": "#1f77b4",
         "worker:series": "#6baed6",
         "baseline": "#d62728",
         "ceiling": "#7f7f7f",
+        "ceiling:two-requests": "#c7c7c7",
     }
     width = 0.8 / len(systems)
     figure, axes = plt.subplots(figsize=(9, 4.8), dpi=110)

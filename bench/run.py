@@ -27,12 +27,14 @@ from infra.local.stack.pubsub import PubSubRest
 
 BENCH_DIR = Path(__file__).resolve().parent
 SECTIONS = ("multipart", "coldstart", "search", "retrieve", "archive", "restore", "memory", "sweep")
-SYSTEMS = ("worker:instances", "worker:series", "baseline", "ceiling")
+SYSTEMS = ("worker:auto", "worker:instances", "worker:series", "baseline", "ceiling", "ceiling:two-requests")
+TWO_REQUESTS_ABOVE = 8 * 1024 * 1024  # ceiling:two-requests differs from the ceiling only above this size
 CONCURRENCY = 16  # the worker's default (Settings.concurrency); the ceiling uses the same
 
 
 @dataclass(frozen=True)
 class Shape:
+    key: str  # what --shapes names it by
     label: str
     count: int
     size: int
@@ -45,6 +47,9 @@ SMALL = "500 x 0.5 MB"
 REMOTE_DELAY_MS = 10.0
 SMALL_REMOTE = f"500 x 0.5 MB, {2 * REMOTE_DELAY_MS:g} ms RTT"
 LARGE = "1 x 1 GB"
+LARGE_REMOTE = f"1 x 1 GB, {2 * REMOTE_DELAY_MS:g} ms RTT"
+MEDIUM = "50 x 20 MB"
+SLIDES = "3 x 1 GB"  # a whole-slide-like series: a few instances of 1 GB each
 MEMORY_SMALL = "100 MB (20 x 5 MB)"
 MEMORY_LARGE = "2 GB (400 x 5 MB)"
 
@@ -52,19 +57,21 @@ MEMORY_LARGE = "2 GB (400 x 5 MB)"
 def shapes(quick: bool, runs: int | None) -> list[Shape]:
     if quick:
         return [
-            Shape(SMALL, 500, 500_000, runs or 1),
-            Shape(SMALL_REMOTE, 500, 500_000, runs or 1, delay_ms=REMOTE_DELAY_MS),
-            Shape("50 x 20 MB", 50, 20_000_000, runs or 1),
+            Shape("small", SMALL, 500, 500_000, runs or 1),
+            Shape("small-20ms", SMALL_REMOTE, 500, 500_000, runs or 1, delay_ms=REMOTE_DELAY_MS),
+            Shape("20mb", MEDIUM, 50, 20_000_000, runs or 1),
         ]
     return [
-        Shape(SMALL, 500, 500_000, runs or 3),
+        Shape("small", SMALL, 500, 500_000, runs or 3),
         # the same series with the services 20 ms a round trip away, as real ones are at least: what
         # concurrency is for, and what the loopback stack cannot show (see bench/README.md)
-        Shape(SMALL_REMOTE, 500, 500_000, runs or 3, delay_ms=REMOTE_DELAY_MS),
-        Shape("50 x 20 MB", 50, 20_000_000, runs or 2),
-        # fake-gcs-server takes ~2 minutes per 1 GB object in 8 MiB chunks: one run each; dicomweb-client
-        # holds the whole part (and its pydicom dataset and re-encoding) in memory: also once
-        Shape(LARGE, 1, 1_000_000_000, 1),
+        Shape("small-20ms", SMALL_REMOTE, 500, 500_000, runs or 3, delay_ms=REMOTE_DELAY_MS),
+        Shape("20mb", MEDIUM, 50, 20_000_000, runs or 2),
+        # twice: a first run on a fresh stack is slower whichever system it is (fake-gcs-server's disk)
+        Shape("1gb", LARGE, 1, 1_000_000_000, 2),
+        Shape("1gb-20ms", LARGE_REMOTE, 1, 1_000_000_000, 2, delay_ms=REMOTE_DELAY_MS),
+        # dicomweb-client holds each whole part (and its pydicom dataset and re-encoding) in memory
+        Shape("slides", SLIDES, 3, 1_000_000_000, 1),
     ]
 
 
@@ -100,8 +107,10 @@ def copy_run(bench: Bench, series: Series, system: str, label: str, delay_ms: fl
         "prefix": prefix,
         "concurrency": CONCURRENCY,
     }
-    if mode:
+    if kind == "worker":
         spec["mode"] = mode
+    elif mode == "two-requests":  # a large object as the worker sends it, without the worker's checks
+        spec["upload_requests"] = 2
     if delay_ms:
         spec.update(bench.remote(delay_ms))
     result = flatten(bench.measure(spec, timeout=1200))
@@ -113,15 +122,23 @@ def copy_run(bench: Bench, series: Series, system: str, label: str, delay_ms: fl
     return result
 
 
-def run_retrieve(bench: Bench, results: report.Results, plan: list[Shape], progress: Progress) -> None:
+def run_retrieve(
+    bench: Bench,
+    results: report.Results,
+    plan: list[Shape],
+    progress: Progress,
+    chosen: tuple[str, ...] = SYSTEMS,
+) -> None:
     for shape in plan:
         series = bench.seed(shape.count, shape.size)
         results.shapes[shape.label] = asdict(shape)
-        systems = results.retrieve.setdefault(shape.label, {system: [] for system in SYSTEMS})
+        systems = results.retrieve.setdefault(shape.label, {system: [] for system in chosen})
         for repetition in range(shape.runs):
-            order = SYSTEMS[repetition % len(SYSTEMS) :] + SYSTEMS[: repetition % len(SYSTEMS)]
+            order = chosen[repetition % len(chosen) :] + chosen[: repetition % len(chosen)]
             for system in order:
                 if system == "baseline" and not shape.baseline:
+                    continue
+                if system == "ceiling:two-requests" and shape.size <= TWO_REQUESTS_ABOVE:
                     continue
                 run = copy_run(bench, series, system, shape.label, shape.delay_ms)
                 systems[system].append(run)
@@ -130,12 +147,10 @@ def run_retrieve(bench: Bench, results: report.Results, plan: list[Shape], progr
                     f"{report.mbps(run):.1f} MB/s, {run['seconds']:.1f} s,"
                     f" peak RSS {run['peak_rss'] / 2**20:.0f} MiB"
                 )
-        source = {run["stored_bytes"] for run in systems["ceiling"]} | {
-            run["stored_bytes"] for system in ("worker:instances", "worker:series") for run in systems[system]
-        }
+        source = {run["stored_bytes"] for system in chosen if system != "baseline" for run in systems[system]}
         if len(source) > 1:
             raise RuntimeError(f"{shape.label}: the copies differ in size: {sorted(source)}")
-        baseline_sizes = {run["stored_bytes"] for run in systems["baseline"]}
+        baseline_sizes = {run["stored_bytes"] for run in systems.get("baseline", [])}
         if baseline_sizes and baseline_sizes != source:
             results.notes.append(
                 f"{shape.label}: the baseline's objects total {sorted(baseline_sizes)} bytes, the source's"
@@ -449,6 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, help="runs of the 0.5 MB and 20 MB shapes, search and cold start")
     parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--shapes",
+        help="retrieve: only these shapes (comma-separated: small, small-20ms, 20mb, 1gb, 1gb-20ms, slides;"
+        " the full set's, also with --quick)",
+    )
+    parser.add_argument(
+        "--systems", help=f"retrieve: only these systems (comma-separated of {','.join(SYSTEMS)})"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy flame graphs of worker runs instead")
     parser.add_argument(
         "--env",
@@ -500,7 +523,11 @@ def main(argv: list[str] | None = None) -> int:
         if "search" in sections:
             run_search(bench, results, small_runs, progress)
         if "retrieve" in sections:
-            run_retrieve(bench, results, shapes(args.quick, args.runs), progress)
+            plan = shapes(args.quick and not args.shapes, args.runs)
+            if args.shapes:
+                plan = [shape for shape in plan if shape.key in args.shapes.split(",")]
+            systems = tuple(args.systems.split(",")) if args.systems else SYSTEMS
+            run_retrieve(bench, results, plan, progress, systems)
         if "archive" in sections:
             run_archive(bench, results, small_runs, progress)
         if "restore" in sections:
@@ -521,13 +548,11 @@ def main(argv: list[str] | None = None) -> int:
             "--quick: one run each, without the 1 x 1 GB series and the 2 GB memory series"
             " (their targets: not run)"
         )
-    from worker.storage import RESUMABLE_CHUNK_BYTES
-
     results.notes.append(
-        f"{LARGE}: one run of each system (fake-gcs-server's cost per resumable upload grows with the square"
-        f" of its number of chunks: over a minute for 1 GB in the worker's {RESUMABLE_CHUNK_BYTES >> 20} MiB"
-        " chunks); dicomweb-client holds the whole part, its dataset and the re-encoded bytes in memory,"
-        " hence the baseline's peak RSS there"
+        f"{LARGE}, {LARGE_REMOTE}: two runs, {SLIDES}: one run of each system; the worker and the ceiling"
+        " upload an instance of known length in one streamed request (the worker then its last < 256 KiB with"
+        " the whole CRC32C); dicomweb-client holds the whole part, its dataset and the re-encoded bytes in"
+        " memory, hence the baseline's peak RSS there"
     )
     small = results.retrieve.get(SMALL, {})
     if small.get("ceiling") and small.get("baseline"):
@@ -540,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             f" {2 * REMOTE_DELAY_MS:g} ms further away, as from Cloud Run to real services (bench/README.md)"
         )
     found = report.targets(results, [SMALL, SMALL_REMOTE], MEMORY_SMALL, MEMORY_LARGE, LARGE)
+    found += report.large_targets(results, [LARGE, LARGE_REMOTE], MEDIUM)
     found.append(report.archive_target(results, SMALL_REMOTE))
     found += report.restore_targets(results, SMALL, MEMORY_SMALL, MEMORY_LARGE)
     found.append(report.sweep_target(results))
