@@ -29,13 +29,12 @@ from worker.dicom_json import (
 )
 from worker.errors import Code, InvalidValue, PermanentError, RetryableError, SourceGone
 from worker.http_exchange import (
-    CHUNK_BYTES,
     Exchanges,
     SizedBody,
+    body_chunks,
     json_body,
     parse_json,
     read_whole,
-    translate_chunks,
 )
 from worker.media_type import parse_content_type
 from worker.models import DicomStore, Instance, Operation, SeriesMetrics, SeriesRef, Stow, is_uid
@@ -252,7 +251,7 @@ class DicomWebClient:
             length = response.headers.get("Content-Length")
             if length is not None:
                 headers["content-length"] = length
-            yield StreamedPart(headers, _whole(response.iter_content(CHUNK_BYTES), length))
+            yield StreamedPart(headers, _whole(body_chunks(response), length))
 
     @contextlib.contextmanager
     def retrieve_series(
@@ -273,7 +272,7 @@ class DicomWebClient:
                 boundary = boundary_from_content_type(response.headers.get("Content-Type", ""))
             except MultipartError:
                 raise RetryableError("the retrieve response is not multipart/related") from None
-            chunks = translate_chunks(response.iter_content(CHUNK_BYTES))
+            chunks = body_chunks(response)
             yield _translate_stream(iter_parts(chunks, boundary))
 
     def metadata(self, series: SeriesRef) -> bytes:
@@ -455,7 +454,7 @@ def _translate_stream(parts: Iterator[Part]) -> Iterator[StreamedPart]:
 def _whole(chunks: Iterator[bytes], length: str | None) -> Iterator[bytes]:
     """A single-part body, ended only at its Content-Length (or the chunked encoding's end)."""
     received = 0
-    for chunk in translate_chunks(chunks):
+    for chunk in chunks:
         received += len(chunk)
         yield chunk
     if length is not None and received != int(length):

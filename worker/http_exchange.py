@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from worker import retries
@@ -143,7 +144,7 @@ class Exchanges:
     ) -> Iterator[requests.Response]:
         """One exchange (on the delete session with `delete`), ended at `deadline` (time.monotonic; by
         default `timeout` from now) however slowly the server sends. The body streams: read it with
-        `read_whole` or iter_content. `not_supported`: 405 and 501 mean DELETE_NOT_SUPPORTED. `answers`:
+        `read_whole` or `body_chunks`. `not_supported`: 405 and 501 mean DELETE_NOT_SUPPORTED. `answers`:
         statuses the caller reads itself (STOW-RS's 409 carries which instances failed and why)."""
         session = self._delete_session if delete else self._session
         if deadline is None:
@@ -178,7 +179,7 @@ def read_whole(response: requests.Response) -> bytes:
     limit = MAX_BODY_BYTES
     pieces: list[bytes] = []
     size = 0
-    for chunk in translate_chunks(response.iter_content(CHUNK_BYTES)):
+    for chunk in body_chunks(response):
         size += len(chunk)
         if size > limit:
             raise PermanentError(
@@ -224,10 +225,18 @@ def check_status(response: requests.Response, method: str, *, not_supported: boo
     raise PermanentError(Code.SOURCE_REFUSED, f"the DICOMweb server refused {method} with {status}")
 
 
-def translate_chunks(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def body_chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives, in reads of at most CHUNK_BYTES, decoded as requests decodes it; a body
+    cut short raises RetryableError. urllib3's reads directly, through its decoding buffer only for a
+    Content-Encoding: requests' iter_content always goes through it, which costs half as much again per
+    0.5 MB instance (bench, restore's read-back). At the body's end urllib3 hands the connection back to
+    the pool itself."""
+    raw = response.raw
+    decode = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
     try:
-        yield from chunks
-    except requests.RequestException as error:
+        while chunk := raw.read(CHUNK_BYTES, decode_content=decode):
+            yield chunk
+    except (urllib3.exceptions.HTTPError, requests.RequestException) as error:
         raise RetryableError(f"the response broke off: {type(error).__name__}") from None
 
 

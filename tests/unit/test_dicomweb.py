@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import itertools
 import json
 import socket
@@ -786,7 +787,7 @@ def single_part(body: bytes) -> Reply:
     return Reply(200, body, {"Content-Type": "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"})
 
 
-def test_the_healthcare_sends_an_instance_as_stored_in_a_single_part(
+def test_the_healthcare_api_sends_an_instance_as_stored_in_a_single_part(
     server: FakeServer, healthcare: DicomWebClient
 ) -> None:
     server.replies(single_part(b"the instance"))
@@ -801,7 +802,22 @@ def test_the_healthcare_sends_an_instance_as_stored_in_a_single_part(
     assert seen.headers["accept"] == "application/dicom; transfer-syntax=*"
 
 
-def test_a_transcoded_instance_from_the_healthcare_is_still_multipart(
+def test_a_compressed_body_is_decoded(server: FakeServer, client: DicomWebClient) -> None:
+    """A server may gzip what it sends (requests asks for gzip): the bytes read are the decoded ones."""
+    body = json.dumps([qido(sop) for sop in sops(3)]).encode()
+    server.replies(
+        Reply(
+            200, gzip.compress(body), {"Content-Type": "application/dicom+json", "Content-Encoding": "gzip"}
+        ),
+        json_reply([]),
+    )
+
+    found = client.search_instances(DICOMWEB_SERIES, page_size=10)
+
+    assert [instance.sop_uid for instance in found] == sops(3)
+
+
+def test_a_transcoded_instance_from_the_healthcare_api_is_still_multipart(
     server: FakeServer, healthcare: DicomWebClient
 ) -> None:
     """Only the bytes as stored have the single-part form (the reference: RetrieveInstance, `*`)."""
