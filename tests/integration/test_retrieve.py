@@ -65,7 +65,7 @@ def assert_copied(
         assert entry["crc32c"] == base64.b64encode(google_crc32c.Checksum(body).digest()).decode()
 
 
-@pytest.mark.parametrize("mode", ["instances", "series"])
+@pytest.mark.parametrize("mode", ["auto", "instances", "series"])
 @pytest.mark.parametrize("count", [1, 3])
 def test_small_series_byte_identical(
     copier: Deployment,
@@ -83,6 +83,27 @@ def test_small_series_byte_identical(
     (event,) = copier.pull_events(1, timeout=60)
     assert_copied(storage_client, module_bucket, "archive", series, data, event.data)
     assert event.data["uploadedCount"] == count
+    assert event.data["mode"] == ("series" if mode == "auto" else mode)  # auto: small instances
+
+
+@pytest.mark.parametrize("mode", ["auto", "instances", "series"])
+def test_instances_above_8_mib_are_streamed_byte_identical(
+    copier: Deployment,
+    module_bucket: str,
+    dicom_store: str,
+    emulator: EmulatorAdmin,
+    storage_client: Any,
+    mode: str,
+) -> None:
+    """Parts with a Content-Length above 8 MiB go in one streamed request and a final one with the
+    CRC32C, through the permission front (which checks that CRC32C as Cloud Storage does)."""
+    series, data = emulator.stow_series(dicom_store, 3, pixel_bytes=12 * 1024 * 1024 + 12345)
+    copier.publish(
+        {"action": "retrieve", "series": series_path(dicom_store, series), "options": {"mode": mode}}
+    )
+    (event,) = copier.pull_events(1, timeout=120)
+    assert_copied(storage_client, module_bucket, "archive", series, data, event.data)
+    assert event.data["mode"] == ("instances" if mode == "auto" else mode)  # auto: large instances
 
 
 def test_object_metadata_and_content_type(
@@ -165,7 +186,7 @@ def _source_digest(emulator: EmulatorAdmin, store: str, series: Series, sop: str
     return size, base64.b64encode(checksum.digest()).decode()
 
 
-@pytest.mark.parametrize("mode", ["instances", "series"])
+@pytest.mark.parametrize("mode", ["auto", "instances", "series"])
 def test_a_300_mb_instance(
     copier: Deployment,
     module_bucket: str,
@@ -187,6 +208,7 @@ def test_a_300_mb_instance(
     blob = storage_client.bucket(module_bucket).get_blob(f"{folder('archive', series)}/{sop}.dcm")
     assert (blob.size, blob.crc32c) == _source_digest(emulator, dicom_store, series, sop)
     assert blob.size > 300 * 1024 * 1024
+    assert event.data["mode"] == ("instances" if mode == "auto" else mode)
 
 
 def test_three_deliveries_at_once_then_again(
@@ -256,7 +278,12 @@ def test_faults_429_503_and_dropped_bodies(
         {"method": "GET", "path": f"{series.series_uid}/instances/", "dropAfterBytes": 2000, "times": 5},
         {"method": "GET", "path": f"{series.series_uid}/instances", "status": 503, "rate": 0.1, "seed": 7},
     )
-    copier.publish({"action": "retrieve", "series": series_path(dicom_store, series)})
+    request = {
+        "action": "retrieve",
+        "series": series_path(dicom_store, series),
+        "options": {"mode": "instances"},
+    }
+    copier.publish(request)  # the faults are of RetrieveInstance
     (event,) = copier.pull_events(1, timeout=120)
     assert_copied(storage_client, module_bucket, "archive", series, data, event.data)
     assert all(rule["fired"] > 0 for rule in emulator.fired())
