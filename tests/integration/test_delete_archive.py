@@ -196,7 +196,12 @@ def test_an_instance_arriving_during_the_copy_is_archived_too(
 ) -> None:
     series, _ = emulator.stow_series(dicom_store, 10)
     emulator.faults({"method": "GET", "path": f"{series.series_uid}/instances/", "latency": 2.5})
-    deleter.publish({"action": "archive", "series": series_path(dicom_store, series)})
+    request = {
+        "action": "archive",
+        "series": series_path(dicom_store, series),
+        "options": {"mode": "instances"},
+    }
+    deleter.publish(request)  # the latency is of RetrieveInstance
     time.sleep(1.0)
     late_uid = generate_uid()
     late = make_instance(series.study_uid, series.series_uid, late_uid, number=99)
