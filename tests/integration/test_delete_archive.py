@@ -202,7 +202,10 @@ def test_an_instance_arriving_during_the_copy_is_archived_too(
         "options": {"mode": "instances"},
     }
     deleter.publish(request)  # the latency is of RetrieveInstance
-    time.sleep(1.0)
+    until = time.monotonic() + 60
+    while not emulator.fired()[0]["fired"]:  # the copy began (after the first search): not a guess by time
+        assert time.monotonic() < until, "the archive never started copying"
+        time.sleep(0.05)
     late_uid = generate_uid()
     late = make_instance(series.study_uid, series.series_uid, late_uid, number=99)
     stow(emulator.dicomweb(dicom_store), [late])
