@@ -1081,8 +1081,13 @@ def test_deadline_retrieve_completes_through_continuations(
         {"method": "GET", "path": f"{series.series_uid}/instances$", "latency": 0.5},
         {"method": "GET", "path": f"{series.series_uid}/instances/", "latency": 0.3},
     )
-    deployment.publish(
-        {"action": "retrieve", "series": series_path(dicom_store, series), "requestId": "slow-retrieve"}
+    deployment.publish(  # the latency is of RetrieveInstance: mode instances (auto would stream the series)
+        {
+            "action": "retrieve",
+            "series": series_path(dicom_store, series),
+            "requestId": "slow-retrieve",
+            "options": {"mode": "instances"},
+        }
     )
     figures.messages += 1
     (event,) = deployment.pull_events(1, timeout=90)
@@ -1114,8 +1119,13 @@ def test_deadline_archive_completes_through_continuations(
     tap = deployment.tap_requests()
     emulator.clear_requests()
     emulator.faults({"method": "GET", "path": f"{series.series_uid}/instances/", "latency": 1.0})
-    deployment.publish(
-        {"action": "archive", "series": series_path(dicom_store, series), "requestId": "slow-archive"}
+    deployment.publish(  # the latency is of RetrieveInstance: mode instances (auto would stream the series)
+        {
+            "action": "archive",
+            "series": series_path(dicom_store, series),
+            "requestId": "slow-archive",
+            "options": {"mode": "instances"},
+        }
     )
     figures.messages += 1
     events = deployment.pull_events(1, timeout=40, allow_fewer=True)
