@@ -11,10 +11,10 @@ carries its CRC32C. A larger one of known length (the part's Content-Length) is 
 two requests (`_StreamedUpload`): everything up to the last 256 KiB boundary in one PUT streamed straight
 from the source, then the rest (under 256 KiB, possibly empty) in the final PUT with `X-Goog-Hash:
 crc32c=...` of the whole stream, which Cloud Storage checks before it creates the object. One of unknown
-length streams in chunks (of the budget's size) whose final request carries the same hash. A refusal is
-retried (the source is read again); a source that breaks off abandons its session, which creates
-nothing. The library's own clean-up, which deletes an object whose CRC32C differs after a resumable
-upload, is disabled (`_CreateOnlyBlob`).
+length streams in chunks (`chunk_bytes`: an eighth of the budget) whose final request carries the same
+hash. A refusal is retried (the source is read again); a source that breaks off abandons its session,
+which creates nothing. The library's own clean-up, which deletes an object whose CRC32C differs after a
+resumable upload, is disabled (`_CreateOnlyBlob`).
 
 Memory: an upload of known length holds the source's chunk in flight and the final piece
 (STREAMED_UPLOAD_BYTES), whatever the object's size. Otherwise it holds its first SMALL_OBJECT_BYTES,
