@@ -306,7 +306,10 @@ def test_archive_stops_on_an_object_missing_at_verification(
     removed it): verification_failed, nothing deleted."""
     series, _ = emulator.stow_series(dicom_store, 5)
     emulator.faults({"method": "GET", "path": f"instances/{series.sop_uids[4]}$", "latency": 3.0})
-    deleter.publish({"action": "archive", "series": series_path(dicom_store, series)})
+    # mode instances: the latency is of RetrieveInstance (auto reads these small instances in one stream)
+    deleter.publish(
+        {"action": "archive", "series": series_path(dicom_store, series), "options": {"mode": "instances"}}
+    )
     victim = f"cold/{series.study_uid}/{series.series_uid}/{series.sop_uids[0]}.dcm"
     deadline = time.monotonic() + 60
     while admin_storage.bucket(archive_bucket).get_blob(victim) is None:

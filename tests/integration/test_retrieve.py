@@ -317,8 +317,13 @@ def test_continuations_at_the_deadline(
     )
     tap = deployment.tap_requests()
     emulator.faults({"method": "GET", "path": f"{series.series_uid}/instances/", "latency": 0.02})
-    deployment.publish(
-        {"action": "retrieve", "series": series_path(dicom_store, series), "requestId": "long-one"}
+    deployment.publish(  # mode instances: the latency is of RetrieveInstance
+        {
+            "action": "retrieve",
+            "series": series_path(dicom_store, series),
+            "requestId": "long-one",
+            "options": {"mode": "instances"},
+        }
     )
     (event,) = deployment.pull_events(1, timeout=180)
     assert_copied(storage_client, bucket, "archive", series, data, event.data)
