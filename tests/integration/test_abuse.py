@@ -890,8 +890,13 @@ def test_sigkill_mid_copy_twice_loses_and_overwrites_nothing(
     )
     figures.deployments.append(deployment)
     emulator.faults({"method": "GET", "path": f"{series.series_uid}/instances/", "latency": 0.1})
-    deployment.publish(
-        {"action": "retrieve", "series": series_path(dicom_store, series), "requestId": "killed"}
+    deployment.publish(  # mode instances: the latency is of RetrieveInstance
+        {
+            "action": "retrieve",
+            "series": series_path(dicom_store, series),
+            "requestId": "killed",
+            "options": {"mode": "instances"},
+        }
     )
     figures.messages += 1
     prefix = folder("killed", series) + "/"

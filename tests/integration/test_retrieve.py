@@ -244,7 +244,9 @@ def test_redelivery_after_sigkill_finishes_without_reuploading(
     series, data = emulator.stow_series(dicom_store, 60, pixel_bytes=4096)
     deployment = deploy({"DEFAULT_DESTINATION": f"gs://{bucket}/archive", "CONCURRENCY": "2"})
     emulator.faults({"method": "GET", "path": f"{series.series_uid}/instances/", "latency": 0.1})
-    deployment.publish({"action": "retrieve", "series": series_path(dicom_store, series)})
+    deployment.publish(  # mode instances: the latency is of RetrieveInstance
+        {"action": "retrieve", "series": series_path(dicom_store, series), "options": {"mode": "instances"}}
+    )
     prefix = folder("archive", series) + "/"
     deadline = time.monotonic() + 60
     while len(list_bucket(storage_client, bucket, prefix)) < 10 and time.monotonic() < deadline:
