@@ -226,7 +226,6 @@ def test_a_failed_pull_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_chart_is_a_png(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     chart = tmp_path / "report.png"
     rows = [event("archive", instanceCount=1, bytes=1, deleted=True), failed("series_not_found")]
     code, _, err = run_cli(capsys, "report", "--file", write_lines(tmp_path, rows), "--chart", str(chart))
@@ -263,7 +262,7 @@ def test_without_matplotlib_the_chart_is_refused_before_anything_is_read(
     assert (code, out) == (EXIT_USAGE, "")
     assert usage_line(err) == (
         "python -m worker report: error: --chart needs matplotlib, which the worker does not install:"
-        " pip install -r requirements-bench.txt"
+        " pip install -r requirements-dev.txt"
     )
     assert not chart.exists()
 

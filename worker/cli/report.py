@@ -49,7 +49,7 @@ Reads --file (JSON lines: events, or rows of the audit table exported from BigQu
 report a subscription of its own). Prints events and series per action and status with their
 instances and bytes, failures by error code, and the --top largest series: the events carry no
 duration (finishedAt only), so bytes, then instances, stand in for time. --chart PATH writes a PNG
-(needs matplotlib, not installed with the worker: pip install -r requirements-bench.txt).
+(needs matplotlib, not installed with the worker: pip install -r requirements-dev.txt).
 """
 
 
@@ -276,7 +276,7 @@ def print_table(summary: Mapping[str, Any], out: TextIO) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# The chart (matplotlib: a bench requirement, not the function's)
+# The chart (matplotlib: a development requirement, not the function's)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -288,8 +288,7 @@ def _pyplot() -> Any:
         from matplotlib import pyplot
     except ImportError:
         raise UsageError(
-            "--chart needs matplotlib, which the worker does not install:"
-            " pip install -r requirements-bench.txt"
+            "--chart needs matplotlib, which the worker does not install: pip install -r requirements-dev.txt"
         ) from None
     return pyplot
 
