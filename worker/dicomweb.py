@@ -251,7 +251,7 @@ class DicomWebClient:
             length = response.headers.get("Content-Length")
             if length is not None:
                 headers["content-length"] = length
-            yield StreamedPart(headers, _whole(body_chunks(response), length))
+            yield StreamedPart(headers, body_chunks(response))
 
     @contextlib.contextmanager
     def retrieve_series(
@@ -449,16 +449,6 @@ def _translate_stream(parts: Iterator[Part]) -> Iterator[StreamedPart]:
             yield StreamedPart(part.headers, part.iter_chunks())
     except MultipartError as error:
         raise RetryableError(f"the retrieve response broke off: {type(error).__name__}") from None
-
-
-def _whole(chunks: Iterator[bytes], length: str | None) -> Iterator[bytes]:
-    """A single-part body, ended only at its Content-Length (or the chunked encoding's end)."""
-    received = 0
-    for chunk in chunks:
-        received += len(chunk)
-        yield chunk
-    if length is not None and received != int(length):
-        raise RetryableError("the instance response broke off before its Content-Length")
 
 
 def _tier_not_supported() -> PermanentError:

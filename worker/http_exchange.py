@@ -227,10 +227,10 @@ def check_status(response: requests.Response, method: str, *, not_supported: boo
 
 def body_chunks(response: requests.Response) -> Iterator[bytes]:
     """The body as it arrives, in reads of at most CHUNK_BYTES, decoded as requests decodes it; a body
-    cut short raises RetryableError. urllib3's reads directly, through its decoding buffer only for a
-    Content-Encoding: requests' iter_content always goes through it, which costs half as much again per
-    0.5 MB instance (bench, restore's read-back). At the body's end urllib3 hands the connection back to
-    the pool itself."""
+    cut short (fewer bytes than its Content-Length, which urllib3 2 enforces) raises RetryableError.
+    urllib3's reads directly, through its decoding buffer only for a Content-Encoding: requests'
+    iter_content always goes through it, which costs half as much again per 0.5 MB instance (bench,
+    restore's read-back). At the body's end urllib3 hands the connection back to the pool itself."""
     raw = response.raw
     decode = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
     try:
