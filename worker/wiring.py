@@ -45,6 +45,7 @@ def storage_client(settings: Settings) -> Storage:
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency + 4)
     client._http.mount("https://", adapter)  # the default pool of 10 is smaller than our concurrency
     client._http.mount("http://", adapter)
+    client._http.trust_env = False  # as build_session: no proxies or .netrc from the environment
     return Storage(client, settings.upload_buffer_mib * 1024 * 1024)
 
 

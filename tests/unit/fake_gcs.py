@@ -7,9 +7,11 @@ process). It speaks the part of the JSON API the worker uses: object get and lis
 upload's object resource names and the `X-Goog-Hash` of a resumable upload's final request, refusing a
 mismatch with 400.
 
-Faults: `corrupt_in_transit` flips one byte of the next N upload bodies before the checks (the server
-refuses them); `trust_client = True` turns the checks off, and with `corrupt_stored` the server stores a
-flipped byte (a server that does not check, so the library sees a different CRC32C afterwards).
+Faults: `truncate_downloads` ends the next N downloads halfway through their Content-Length;
+`content_encoding` serves objects as stored with that Content-Encoding; `corrupt_in_transit` flips one
+byte of the next N upload bodies before the checks (the server refuses them); `trust_client = True` turns
+the checks off, and with `corrupt_stored` the server stores a flipped byte (a server that does not
+check, so the library sees a different CRC32C afterwards).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class FakeGcs(requests.adapters.BaseAdapter):
         self.corrupt_in_transit = 0
         self.corrupt_stored = False
         self.trust_client = False
+        self.truncate_downloads = 0  # the next N downloads send half their body, then end
+        self.content_encoding = ""  # the Content-Encoding the objects were stored with
         self.on_upload: Callable[[str, bytes], None] | None = None  # (kind, body) before it is stored
         self._sessions: dict[str, _Session] = {}
         self._generations = itertools.count(1000)
@@ -123,6 +127,13 @@ class FakeGcs(requests.adapters.BaseAdapter):
         )
         self.seen.append(Seen(method, url.path, query, sent, body, streamed))
         status, headers, payload = self._answer(method, url.path, query, sent, body)
+        if url.path.startswith("/download/") and status in (200, 206):
+            headers = {**headers, "Content-Length": str(len(payload))}
+            if self.content_encoding:
+                headers["Content-Encoding"] = self.content_encoding
+            if self.truncate_downloads:
+                self.truncate_downloads -= 1
+                payload = payload[: len(payload) // 2]
         raw = urllib3.HTTPResponse(
             body=io.BytesIO(payload), headers=headers, status=status, preload_content=False
         )

@@ -1,14 +1,21 @@
-"""Storage.read: one generation of an object, streamed in ranged reads, never held whole. Runs the real
-google-cloud-storage on an in-memory server (tests/unit/fake_gcs.py)."""
+"""Storage.read: one generation of an object, streamed from one media download, never held whole. Runs
+the real google-cloud-storage on an in-memory server (tests/unit/fake_gcs.py), and the worker's own
+storage client on a loopback server."""
 
 from __future__ import annotations
+
+import gzip
+from pathlib import Path
 
 import pytest
 
 import worker.storage
 from tests.unit.fake_gcs import FakeGcs
+from tests.unit.test_dicomweb import FakeServer, Reply, server  # noqa: F401 (server: the fixture)
 from worker.errors import RetryableError
+from worker.settings import Settings
 from worker.storage import Storage
+from worker.wiring import storage_client
 
 BUCKET = "archive"
 NAME = "dicom/1.2/1.2.3/1.2.3.4.dcm"
@@ -27,17 +34,20 @@ def store(gcs: FakeGcs) -> Storage:
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, 3 * CHUNK, 3 * CHUNK + 7])
-def test_read_yields_the_objects_bytes_in_ranges(gcs: FakeGcs, store: Storage, size: int) -> None:
+def test_read_streams_the_generations_bytes_from_one_download(
+    gcs: FakeGcs, store: Storage, size: int
+) -> None:
     data = bytes(n % 251 for n in range(size))
     blob = gcs.put(BUCKET, NAME, data)
 
     chunks = list(store.read(BUCKET, NAME, blob.generation))
 
     assert b"".join(chunks) == data
-    assert all(0 < len(chunk) <= CHUNK for chunk in chunks)
+    assert all(0 < len(chunk) <= CHUNK for chunk in chunks)  # never more than READ_CHUNK_BYTES held
     downloads = [seen for seen in gcs.requests_of("GET") if seen.path.startswith("/download/")]
-    assert all(seen.headers.get("Range", "").startswith("bytes=") for seen in downloads)
-    assert all(seen.query.get("generation") == str(blob.generation) for seen in downloads)
+    assert len(downloads) == 1  # one request whatever the size: no request per range
+    assert downloads[0].query.get("generation") == str(blob.generation)
+    assert downloads[0].query.get("alt") == "media"
 
 
 def test_a_generation_no_longer_there_is_retryable(gcs: FakeGcs, store: Storage) -> None:
@@ -46,6 +56,49 @@ def test_a_generation_no_longer_there_is_retryable(gcs: FakeGcs, store: Storage)
 
     with pytest.raises(RetryableError, match="changed or vanished"):
         list(store.read(BUCKET, NAME, old.generation))
+
+
+def test_a_download_cut_short_is_retryable(gcs: FakeGcs, store: Storage) -> None:
+    blob = gcs.put(BUCKET, NAME, bytes(3 * CHUNK))
+    gcs.truncate_downloads = 1
+
+    with pytest.raises(RetryableError, match="broke off"):
+        list(store.read(BUCKET, NAME, blob.generation))
+
+
+def test_the_stored_bytes_are_read_as_stored_even_when_compressed(gcs: FakeGcs, store: Storage) -> None:
+    """An object stored with Content-Encoding gzip is read as stored (the bytes its CRC32C covers),
+    never decompressed on the way."""
+    stored = gzip.compress(b"instance " * 200)
+    blob = gcs.put(BUCKET, NAME, stored)
+    gcs.content_encoding = "gzip"
+
+    assert b"".join(store.read(BUCKET, NAME, blob.generation)) == stored
+
+
+def test_the_storage_client_ignores_proxy_variables_and_netrc(
+    server: FakeServer,  # noqa: F811 (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Like the DICOMweb sessions, Cloud Storage requests go where the worker says, with no credential
+    of the environment's: proxy variables and a .netrc are not read."""
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "unit-tests")
+    server.replies(Reply(200, b"DICM", headers={"Content-Type": "application/dicom"}))
+
+    read = b"".join(storage_client(Settings()).read(BUCKET, NAME, 7))
+
+    assert read == b"DICM"
+    assert len(server.seen) == 1
+    assert "authorization" not in server.seen[0].headers
 
 
 def test_reading_is_lazy(gcs: FakeGcs, store: Storage) -> None:
