@@ -16,8 +16,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-import requests
-
 from worker.dicom_json import (
     INSTANCE_NUMBER_TAG,
     SERIES_TAG,
@@ -31,6 +29,7 @@ from worker.errors import Code, InvalidValue, PermanentError, RetryableError, So
 from worker.http_exchange import (
     Exchanges,
     SizedBody,
+    Transport,
     body_chunks,
     json_body,
     parse_json,
@@ -63,10 +62,10 @@ class DicomWebClient:
     """Search, retrieve, delete and operation polling against one configured DICOMweb root."""
 
     def __init__(
-        self, settings: Settings, session: requests.Session, delete_session: requests.Session | None = None
+        self, settings: Settings, transport: Transport, delete_transport: Transport | None = None
     ) -> None:
         self._settings = settings
-        self._http = Exchanges(session, delete_session or session, settings.http_timeout_seconds)
+        self._http = Exchanges(transport, delete_transport or transport, settings.http_timeout_seconds)
         self._orthanc = OrthancRest(self._http, settings.orthanc_url or "")
 
     @property
@@ -209,10 +208,10 @@ class DicomWebClient:
             "GET", url, params=params, headers={"Accept": "application/dicom+json"}
         ) as response:
             body = read_whole(response)
-            if response.status_code == 204 or not body.strip():
+            if response.status == 204 or not body.strip():
                 return []
             if response.headers.get("Warning"):
-                log.info("search page carried a Warning header", extra={"status": response.status_code})
+                log.info("search page carried a Warning header", extra={"status": response.status})
             return parse_json(body, "the search response", list)
 
     # -- retrieve -------------------------------------------------------------------------------
@@ -317,7 +316,7 @@ class DicomWebClient:
         with self._http.request(
             "POST", url, data=body, headers=headers, deadline=deadline, answers=frozenset({409})
         ) as response:
-            status = response.status_code
+            status = response.status
             answer = read_whole(response)
         return stow_outcome(status, answer, sop_uid, healthcare=self.healthcare)
 

@@ -6,7 +6,7 @@ import ctypes
 
 from worker.delivery import Worker
 from worker.dicomweb import DicomWebClient
-from worker.http_exchange import build_session
+from worker.http_exchange import build_transport
 from worker.job import ActionFunction
 from worker.ports import Ports
 from worker.pubsub import Publisher
@@ -45,7 +45,7 @@ def storage_client(settings: Settings) -> Storage:
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency + 4)
     client._http.mount("https://", adapter)  # the default pool of 10 is smaller than our concurrency
     client._http.mount("http://", adapter)
-    client._http.trust_env = False  # as build_session: no proxies or .netrc from the environment
+    client._http.trust_env = False  # as build_transport: no proxies or .netrc from the environment
     return Storage(client, settings.upload_buffer_mib * 1024 * 1024)
 
 
@@ -65,7 +65,7 @@ def return_large_buffers_to_the_system() -> None:
 def build_worker(settings: Settings | None = None) -> Worker:
     return_large_buffers_to_the_system()
     settings = settings or Settings.from_env()
-    dicomweb = DicomWebClient(settings, build_session(settings), build_session(settings, delete=True))
+    dicomweb = DicomWebClient(settings, build_transport(settings), build_transport(settings, delete=True))
     from worker.sweep import sweep
 
     return Worker(settings, Ports(dicomweb, storage_client(settings), Publisher()), actions(), sweep=sweep)

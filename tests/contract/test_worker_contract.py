@@ -21,7 +21,7 @@ from infra.local.dicom_factory import make_instance
 from infra.local.healthcare_emulator import HealthcareEmulator, start_emulator
 from worker.dicomweb import DicomWebClient
 from worker.errors import PermanentError
-from worker.http_exchange import build_session
+from worker.http_exchange import build_transport
 from worker.models import DicomStore, SeriesRef
 from worker.settings import Auth, Settings
 
@@ -159,7 +159,7 @@ def run(tmp_path: Path) -> Any:
             assert http.post(f"{admin}/stores", json={"name": STORE.name}, timeout=10).ok
             seed = {"store": STORE.name, "study": SERIES.study_uid, "series": SERIES.series_uid, "count": 3}
             assert http.post(f"{admin}/seed", json=seed, timeout=10).ok
-            yield Run(DicomWebClient(settings, build_session(settings)), emulator, http)
+            yield Run(DicomWebClient(settings, build_transport(settings)), emulator, http)
     finally:
         emulator.stop()
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
-import requests
 from google.api_core import exceptions as api_exceptions
 
 from tests.unit.cli_fakes import (
@@ -22,15 +22,18 @@ from tests.unit.fakes import REQUEST_TOPIC, SERIES, STORE, STUDY
 from worker.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Clients
 from worker.dicomweb import DicomWebClient
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
+from worker.http_exchange import build_transport
 from worker.models import DicomStore, SeriesRef
-from worker.settings import Settings
+from worker.settings import Auth, Settings
 
 
 class FakeDicomWeb(DicomWebClient):
     """The real `root` check (no request is sent); search_series answers from a list, or raises."""
 
     def __init__(self, settings: Settings, found: list[SeriesRef] | BaseException) -> None:
-        super().__init__(settings, requests.Session())
+        super().__init__(
+            settings, build_transport(replace(settings, dicomweb_auth=Auth.NONE))
+        )  # no request is sent
         self.found = found
         self.searches: list[tuple[DicomStore | None, str | None, dict[str, str], int]] = []
 

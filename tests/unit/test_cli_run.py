@@ -6,9 +6,9 @@ import io
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
-import requests
 
 from tests.unit.cli_fakes import DICOMWEB_ENV, Clock, run_cli, usage_line
 from tests.unit.fakes import COMPLETION_TOPIC, SERIES_PATH, FakePublisher, no_storage
@@ -18,10 +18,11 @@ from worker.cli.run import CopyProgress
 from worker.delivery import Worker
 from worker.dicomweb import DicomWebClient
 from worker.errors import Code, PermanentError, RetryableError
+from worker.http_exchange import build_transport
 from worker.job import HandedOn, Job, Outcome
 from worker.ports import Ports
 from worker.request import Action
-from worker.settings import Settings
+from worker.settings import Auth, Settings
 
 
 class ScriptedAction:
@@ -40,7 +41,9 @@ def run_clients(
     made: list[Worker] = []
 
     def worker(settings: Settings) -> Worker:
-        dicomweb = DicomWebClient(settings, requests.Session())
+        dicomweb = DicomWebClient(
+            settings, build_transport(replace(settings, dicomweb_auth=Auth.NONE))
+        )  # no request is sent
         actions = dict.fromkeys(Action, action)
         made.append(Worker(settings, Ports(dicomweb, no_storage(), publisher or FakePublisher()), actions))
         return made[-1]

@@ -16,15 +16,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import google.auth
+import google.auth.credentials
 import pytest
-import requests
 import urllib3.util.retry
 
 from tests.unit.fakes import DATASET, LOCATION, PROJECT, SERIES, SOP, STORE, STUDY
 from worker.dicom_json import stow_outcome
 from worker.dicomweb import DicomWebClient, accept_header
 from worker.errors import Code, PermanentError, RetryableError, SourceGone
-from worker.http_exchange import build_session
+from worker.http_exchange import Transport, build_transport
 from worker.models import DicomStore, Instance, Operation, SeriesRef, Stow
 from worker.settings import Auth, Settings
 
@@ -179,7 +180,7 @@ def other_server() -> Iterator[FakeServer]:
 @pytest.fixture
 def connect(server: FakeServer) -> Iterator[Callable[..., DicomWebClient]]:
     """`connect(**settings)`: a client of the fake server with the real sessions (closed at teardown)."""
-    sessions: list[requests.Session] = []
+    transports: list[Transport] = []
 
     def make(**changes: Any) -> DicomWebClient:
         values: dict[str, Any] = {
@@ -190,13 +191,13 @@ def connect(server: FakeServer) -> Iterator[Callable[..., DicomWebClient]]:
             **changes,
         }
         settings = Settings(**values)
-        session, delete_session = build_session(settings), build_session(settings, delete=True)
-        sessions.extend((session, delete_session))
-        return DicomWebClient(settings, session, delete_session)
+        transport, delete_transport = build_transport(settings), build_transport(settings, delete=True)
+        transports.extend((transport, delete_transport))
+        return DicomWebClient(settings, transport, delete_transport)
 
     yield make
-    for session in sessions:
-        session.close()
+    for transport in transports:
+        transport.close()
 
 
 @pytest.fixture
@@ -588,7 +589,7 @@ def test_connection_refused_is_retryable(connect: Callable[..., DicomWebClient])
         port = probe.getsockname()[1]
     client = connect(dicomweb_url=f"http://127.0.0.1:{port}/dicom-web", retry_total=0)
 
-    with pytest.raises(RetryableError, match="GET to the DICOMweb server failed: ConnectionError"):
+    with pytest.raises(RetryableError, match="GET to the DICOMweb server failed: NewConnectionError"):
         client.search_instances(DICOMWEB_SERIES, page_size=100)
 
 
@@ -652,6 +653,33 @@ def test_bearer_authentication_on_every_kind_of_request(
     client.delete_series(DICOMWEB_SERIES)
 
     assert [s.headers["authorization"] for s in server.seen] == ["Bearer tok-123", "Bearer tok-123"]
+
+
+class RefreshingCredentials(google.auth.credentials.Credentials):
+    """Application Default Credentials that hold token-1, then token-2 once refreshed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = "token-1"
+        self.refreshes = 0
+
+    def refresh(self, request: object) -> None:
+        self.refreshes += 1
+        self.token = f"token-{self.refreshes + 1}"
+
+
+def test_google_authentication_sends_the_access_token_and_refreshes_it_when_refused(
+    server: FakeServer, connect: Callable[..., DicomWebClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = RefreshingCredentials()
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (credentials, "a-project"))
+    client = connect(dicomweb_auth=Auth.GOOGLE, dicomweb_url=None, healthcare_api_url=f"{server.url}/v1")
+    server.replies(Reply(401), Reply(204))
+
+    assert client.search_instances(HEALTHCARE_SERIES, page_size=100) == []
+
+    assert [s.headers["authorization"] for s in server.seen] == ["Bearer token-1", "Bearer token-2"]
+    assert credentials.refreshes == 1
 
 
 # -- retrieve -------------------------------------------------------------------------------------

@@ -45,9 +45,9 @@ def _subscriber_client() -> Any:
 
 def _dicomweb_client(settings: Settings) -> DicomWebClient:
     from worker.dicomweb import DicomWebClient
-    from worker.http_exchange import build_session
+    from worker.http_exchange import build_transport
 
-    return DicomWebClient(settings, build_session(settings))
+    return DicomWebClient(settings, build_transport(settings))
 
 
 class FolderLister(Protocol):
