@@ -46,7 +46,8 @@ def storage_client(settings: Settings) -> Storage:
     client._http.mount("https://", adapter)  # the default pool of 10 is smaller than our concurrency
     client._http.mount("http://", adapter)
     client._http.trust_env = False  # as build_transport: no proxies or .netrc from the environment
-    return Storage(client, settings.upload_buffer_mib * 1024 * 1024)
+    budget = settings.upload_buffer_mib * 1024 * 1024
+    return Storage(client, budget, connections=settings.concurrency + 4)
 
 
 def return_large_buffers_to_the_system() -> None:

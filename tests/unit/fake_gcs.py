@@ -33,6 +33,8 @@ import urllib3
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from worker.storage import Storage
+
 ENDPOINT = "http://127.0.0.1:9"  # never contacted: the session answers; the discard port if it ever were
 
 
@@ -86,6 +88,10 @@ class FakeGcs(requests.adapters.BaseAdapter):
         self._generations = itertools.count(1000)
         self._lock = threading.Lock()
 
+    def worker_storage(self, buffer_bytes: int) -> Storage:
+        """The worker's Storage on this server: the library's requests and its own media downloads."""
+        return Storage(self.client(), buffer_bytes, downloads=self)
+
     def client(self) -> storage.Client:
         session = requests.Session()
         session.trust_env = False
@@ -112,32 +118,41 @@ class FakeGcs(requests.adapters.BaseAdapter):
     # -- the server ---------------------------------------------------------------------------------
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
-        url = urlsplit(str(request.url))
-        query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         raw_body: Any = request.body or b""
         streamed = not isinstance(raw_body, str | bytes | bytearray | memoryview)
         if streamed:  # read as requests would send it: a source that breaks raises here, nothing seen
             body = b"".join(bytes(piece) for piece in raw_body)
         else:
             body = raw_body.encode() if isinstance(raw_body, str) else bytes(raw_body)
-        method = str(request.method)
-        headers: Any = request.headers  # the library sets some values as bytes
-        sent = requests.structures.CaseInsensitiveDict(
+        raw = self._exchange(str(request.method), str(request.url), request.headers, body, streamed)
+        return requests.adapters.HTTPAdapter().build_response(request, raw)
+
+    def urlopen(
+        self, method: str, url: str, body: bytes | None = None, headers: Any = None, **kwargs: Any
+    ) -> urllib3.HTTPResponse:
+        """The same server for urllib3's interface (Storage's media downloads)."""
+        return self._exchange(method, url, headers or {}, body or b"", streamed=False)
+
+    def _exchange(
+        self, method: str, address: str, headers: Any, body: bytes, streamed: bool
+    ) -> urllib3.HTTPResponse:
+        url = urlsplit(address)
+        query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+        sent = requests.structures.CaseInsensitiveDict(  # the library sets some values as bytes
             {key: value.decode() if isinstance(value, bytes) else value for key, value in headers.items()}
         )
         self.seen.append(Seen(method, url.path, query, sent, body, streamed))
-        status, headers, payload = self._answer(method, url.path, query, sent, body)
+        status, answer_headers, payload = self._answer(method, url.path, query, sent, body)
         if url.path.startswith("/download/") and status in (200, 206):
-            headers = {**headers, "Content-Length": str(len(payload))}
+            answer_headers = {**answer_headers, "Content-Length": str(len(payload))}
             if self.content_encoding:
-                headers["Content-Encoding"] = self.content_encoding
+                answer_headers["Content-Encoding"] = self.content_encoding
             if self.truncate_downloads:
                 self.truncate_downloads -= 1
                 payload = payload[: len(payload) // 2]
-        raw = urllib3.HTTPResponse(
-            body=io.BytesIO(payload), headers=headers, status=status, preload_content=False
+        return urllib3.HTTPResponse(
+            body=io.BytesIO(payload), headers=answer_headers, status=status, preload_content=False
         )
-        return requests.adapters.HTTPAdapter().build_response(request, raw)
 
     def _answer(
         self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str], body: bytes

@@ -15,7 +15,6 @@ from worker.storage import (
     RESUMABLE_UPLOAD_BYTES,
     SMALL_OBJECT_BYTES,
     ByteBudget,
-    Storage,
 )
 
 MIB = 1024 * 1024
@@ -39,7 +38,7 @@ class Library:
 
 def upload_all(budget_mib: int, sizes: list[int]) -> Library:
     library = Library()
-    store = Storage(library.gcs.client(), budget_mib * MIB)
+    store = library.gcs.worker_storage(budget_mib * MIB)
 
     def upload(number: int) -> None:
         data = bytes([number % 251]) * sizes[number]

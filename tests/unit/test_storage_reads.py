@@ -5,13 +5,14 @@ storage client on a loopback server."""
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
 
 import worker.storage
 from tests.unit.fake_gcs import FakeGcs
-from tests.unit.test_dicomweb import FakeServer, Reply, server  # noqa: F401 (server: the fixture)
+from tests.unit.test_dicomweb import FakeServer, Reply, Seen, server  # noqa: F401 (server: the fixture)
 from worker.errors import RetryableError
 from worker.settings import Settings
 from worker.storage import Storage
@@ -30,7 +31,7 @@ def gcs(monkeypatch: pytest.MonkeyPatch) -> FakeGcs:
 
 @pytest.fixture
 def store(gcs: FakeGcs) -> Storage:
-    return Storage(gcs.client(), 128 * 1024 * 1024)
+    return gcs.worker_storage(128 * 1024 * 1024)
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, 3 * CHUNK, 3 * CHUNK + 7])
@@ -92,13 +93,23 @@ def test_the_storage_client_ignores_proxy_variables_and_netrc(
     monkeypatch.setenv("NETRC", str(netrc))
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "unit-tests")
-    server.replies(Reply(200, b"DICM", headers={"Content-Type": "application/dicom"}))
+    resource = {"bucket": BUCKET, "name": NAME, "size": "4", "generation": "7", "crc32c": "AAAAAA=="}
 
-    read = b"".join(storage_client(Settings()).read(BUCKET, NAME, 7))
+    def respond(seen: Seen) -> Reply:
+        if seen.path.startswith("/download/"):
+            return Reply(200, b"DICM", headers={"Content-Type": "application/dicom"})
+        return Reply(200, json.dumps(resource).encode(), headers={"Content-Type": "application/json"})
 
-    assert read == b"DICM"
-    assert len(server.seen) == 1
-    assert "authorization" not in server.seen[0].headers
+    server.respond = respond
+    store = storage_client(Settings())
+
+    assert store.stat(BUCKET, NAME) is not None  # the library's requests session
+    assert b"".join(store.read(BUCKET, NAME, 7)) == b"DICM"  # the worker's own media download
+
+    paths = [seen.path for seen in server.seen]  # every request came here, none through the proxy
+    assert any(path.startswith("/storage/v1/") for path in paths)
+    assert any(path.startswith("/download/") for path in paths)
+    assert not any("authorization" in seen.headers for seen in server.seen)
 
 
 def test_reading_is_lazy(gcs: FakeGcs, store: Storage) -> None:

@@ -27,7 +27,7 @@ def gcs() -> FakeGcs:
 
 @pytest.fixture
 def store(gcs: FakeGcs) -> Storage:
-    return Storage(gcs.client(), 128 * MIB)
+    return gcs.worker_storage(128 * MIB)
 
 
 def pieces(data: bytes, size: int = MIB) -> Iterator[bytes]:
@@ -176,7 +176,7 @@ class Persisting(FakeGcs):
 @pytest.mark.parametrize("status", [308, 503], ids=["persisted-less", "unavailable"])
 def test_a_bulk_the_server_did_not_keep_whole_is_retried_from_a_new_session(status: int) -> None:
     gcs = Persisting(status)
-    store = Storage(gcs.client(), 128 * MIB)
+    store = gcs.worker_storage(128 * MIB)
     data = random.Random(6).randbytes(9 * MIB)
 
     with pytest.raises(RetryableError):

@@ -25,7 +25,7 @@ def gcs() -> FakeGcs:
 
 @pytest.fixture
 def store(gcs: FakeGcs) -> Storage:
-    return Storage(gcs.client(), 128 * MIB)
+    return gcs.worker_storage(128 * MIB)
 
 
 def document(body: object) -> bytes:
