@@ -273,12 +273,12 @@ def run_stow_ceiling(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
 
 def run_search_worker(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     from worker.dicomweb import DicomWebClient
-    from worker.http_exchange import build_session
+    from worker.http_exchange import build_transport
     from worker.models import DicomStore, SeriesRef
     from worker.settings import Settings
 
     settings = Settings.from_env()
-    client = DicomWebClient(settings, build_session(settings))
+    client = DicomWebClient(settings, build_transport(settings))
     series = SeriesRef(DicomStore.parse(spec["store"]), spec["study"], spec["series"])
 
     def work() -> dict[str, Any]:
