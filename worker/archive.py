@@ -23,6 +23,7 @@ from worker.layout import SeriesFolder
 from worker.manifest import Copied, copied_by, latest_manifest, manifests, write_manifest
 from worker.models import GcsLocation, Instance
 from worker.pool import BoundedPool
+from worker.request import Mode
 from worker.retrieve import SeriesCopy
 from worker.search import complete_listing, settled
 
@@ -34,18 +35,21 @@ ROUND_MARGIN_SECONDS = 30.0  # a new round starts only with this much time left 
 
 def archive(job: Job) -> Outcome:
     destination = job.destination()
-    instances = complete_listing(job).instances  # absent: empty (archived before?)
+    listing = complete_listing(job)
+    instances = listing.instances  # absent: empty (archived before?)
     if not instances:
         return _already_archived(job, destination)
     # Copied, checked and deleted by this request: by its earlier deliveries (handed on part-way), then
     # by this one. The manifest and the event speak for the whole request.
     archived = _deleted_by_earlier_deliveries(job, SeriesFolder(destination, job.request.series), instances)
     deleted = 0  # how many this delivery's DELETEs removed (the rest were gone already)
+    mode: Mode | None = None  # as the first round read the series, so do the later ones (the event's mode)
     for round_number in range(1, ARCHIVE_ROUNDS + 1):
-        copy = SeriesCopy(job, destination, verify_sources=True)
-        copied = copy.copy_all(instances)
+        copy = SeriesCopy(job, destination, verify_sources=True, mode=mode)
+        copied = copy.copy_all(instances, listing.metrics if mode is None else None)
         if isinstance(copied, HandedOn):
             return copied
+        mode = copy.mode
         entries = [copied[instance.sop_uid] for instance in instances]
         _verify(job, copy, entries)
         everything = [*archived.values(), *entries]
@@ -73,6 +77,7 @@ def archive(job: Job) -> Outcome:
                 "alreadyAbsent": False,
                 "deleted": True,
                 "rounds": round_number,
+                "mode": str(mode),
             }
         instances = [instance for instance in listing.instances if instance.sop_uid not in archived]
         if not instances or round_number == ARCHIVE_ROUNDS or job.remaining() < ROUND_MARGIN_SECONDS:

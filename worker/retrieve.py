@@ -58,8 +58,13 @@ def choose_mode(requested: Mode, metrics: SeriesMetrics | None) -> Mode | None:
 class SeriesCopy:
     """Copies the instances of one series under one destination, for one job."""
 
-    def __init__(self, job: Job, destination: GcsLocation, *, verify_sources: bool = False) -> None:
+    def __init__(
+        self, job: Job, destination: GcsLocation, *, verify_sources: bool = False, mode: Mode | None = None
+    ) -> None:
+        """`mode`: read the series so, whatever the request asked (archive's later rounds keep the
+        first round's)."""
         self.job = job
+        self.requested = mode or job.request.options.mode
         self.verify_sources = verify_sources  # archive: compare every existing object with the source
         self.destination = destination
         self.transfer_syntax = job.request.options.transfer_syntax
@@ -234,9 +239,8 @@ class SeriesCopy:
         # or continuation of a large series skips what is done at almost no cost.
         self.present = {item.name: item for item in self.job.storage.list(self.folder.location)}
         done: dict[str, Copied] = {}
-        self.mode = choose_mode(self.job.request.options.mode, metrics)
-        requested = self.job.request.options.mode
-        if requested is Mode.AUTO and all(
+        self.mode = choose_mode(self.requested, metrics)
+        if self.requested is Mode.AUTO and all(
             self.object_name(item.sop_uid) in self.present for item in instances
         ):
             self.mode = Mode.INSTANCES  # every object there already: settled one by one, nothing streamed

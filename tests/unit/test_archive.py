@@ -52,6 +52,7 @@ def test_archive_copies_checks_and_deletes_each_instance(fakes: Fakes) -> None:
         "alreadyAbsent": False,
         "deleted": True,
         "rounds": 1,
+        "mode": "series",  # auto: the series metrics' average is small, one RetrieveSeries
     }
     assert fakes.source.uids() == []
     assert sorted(str(uid) for method, uid in fakes.source.log if method == "delete_instance") == sorted(
@@ -72,6 +73,21 @@ def test_an_instance_stored_during_the_deletes_is_archived_in_a_second_round(fak
     assert (result["rounds"], result["instanceCount"], result["deletedCount"]) == (2, 4, 4)
     assert result["manifestUri"].endswith("/manifest.2.json")  # the second round's manifest lists all four
     assert fakes.source.uids() == []
+    assert_every_deleted_instance_has_its_copy(fakes, originals)
+
+
+def test_auto_archives_large_instances_one_request_each_and_the_late_ones_the_same_way(fakes: Fakes) -> None:
+    """Mode auto chooses from the series metrics as retrieve does, and a later round (instances stored
+    meanwhile) reads in the mode the first round chose: the event's `mode` holds for the whole delivery."""
+    originals = fakes.source.add_series(3)
+    fakes.source.metrics_bytes = 3 * 20_000_000  # as the Healthcare API reports them: 20 MB each
+    originals[sop(4)] = fakes.source.store_at("delete_instance", 2, sop(4), number=4)
+
+    result = archive(fakes.job(Action.ARCHIVE))
+
+    assert isinstance(result, dict)
+    assert (result["mode"], result["rounds"], result["instanceCount"]) == ("instances", 2, 4)
+    assert (fakes.source.calls["retrieve_series"], fakes.source.calls["retrieve_instance"]) == (0, 4)
     assert_every_deleted_instance_has_its_copy(fakes, originals)
 
 
