@@ -46,7 +46,7 @@ def archive(job: Job) -> Outcome:
     mode: Mode | None = None  # as the first round read the series, so do the later ones (the event's mode)
     for round_number in range(1, ARCHIVE_ROUNDS + 1):
         copy = SeriesCopy(job, destination, verify_sources=True, mode=mode)
-        copied = copy.copy_all(instances, listing.metrics if mode is None else None)
+        copied = copy.copy_all(instances, listing.metrics)  # the metrics choose only in the first round
         if isinstance(copied, HandedOn):
             return copied
         mode = copy.mode

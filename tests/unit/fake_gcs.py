@@ -33,6 +33,7 @@ import urllib3
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from worker.http_exchange import Transport
 from worker.storage import Storage
 
 ENDPOINT = "http://127.0.0.1:9"  # never contacted: the session answers; the discard port if it ever were
@@ -90,7 +91,7 @@ class FakeGcs(requests.adapters.BaseAdapter):
 
     def worker_storage(self, buffer_bytes: int) -> Storage:
         """The worker's Storage on this server: the library's requests and its own media downloads."""
-        return Storage(self.client(), buffer_bytes, downloads=self)
+        return Storage(self.client(), buffer_bytes, downloads=Transport(urllib3.PoolManager(), self, {}))
 
     def client(self) -> storage.Client:
         session = requests.Session()
